@@ -1,0 +1,8 @@
+"""calibclip: text-driven image retrieval with CLIP-family models."""
+
+from calibclip.backends.loading import load
+from calibclip.errors import UserError
+
+__version__ = "0.1.0"
+
+__all__ = ["load", "UserError", "__version__"]

@@ -1,0 +1,81 @@
+"""Resolve a model name (HF hub id or local directory) to an Encoder, failing fast offline."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import CLIPImageProcessorPil, CLIPModel, CLIPTokenizer
+
+from calibclip.errors import ModelNotAvailableError, UserError
+
+
+def pick_device(device: str = "auto") -> str:
+    """'auto' → cuda if available else cpu; anything else is passed through after a check."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {device}: no CUDA device is available on this machine; use --device cpu.")
+    return device
+
+
+def _network_reachable(host: str = "huggingface.co", timeout: float = 2.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return False
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _from_pretrained(source: str, local_only: bool) -> tuple[CLIPModel, Any, Any]:
+    model = CLIPModel.from_pretrained(source, local_files_only=local_only, attn_implementation="sdpa")
+    tokenizer = CLIPTokenizer.from_pretrained(source, local_files_only=local_only)
+    processor = CLIPImageProcessorPil.from_pretrained(source, local_files_only=local_only)
+    return model, tokenizer, processor
+
+
+def load_hf_parts(model: str) -> tuple[CLIPModel, Any, Any]:
+    """Load (CLIPModel, tokenizer, image processor) from a local dir or the HF cache/hub."""
+    path = Path(model).expanduser()
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise UserError(f"--model {model}: the directory has no config.json; point --model at a folder "
+                            "saved with CLIPModel.save_pretrained (config.json, weights, tokenizer files).")
+        try:
+            return _from_pretrained(str(path), local_only=True)
+        except (OSError, ValueError) as exc:
+            raise UserError(f"--model {model}: could not load a CLIP model from this directory ({exc}).") from exc
+    if model.startswith((".", "/", "~")) or model.count("/") > 1:
+        raise UserError(f"--model {model}: no such directory.")
+    try:
+        return _from_pretrained(model, local_only=True)
+    except (OSError, ValueError):
+        pass
+    if not _network_reachable():
+        raise ModelNotAvailableError(
+            f"model '{model}' is not in the local Hugging Face cache and the hub cannot be reached (offline). "
+            f"Download it on a connected machine (e.g. `huggingface-cli download {model} --local-dir ./{model.split('/')[-1]}`) "
+            f"and pass the folder with --model ./{model.split('/')[-1]}.")
+    try:
+        return _from_pretrained(model, local_only=False)
+    except (OSError, ValueError) as exc:
+        raise ModelNotAvailableError(f"model '{model}' could not be loaded from the hub: {exc}") from exc
+
+
+def load(model: str, device: str = "auto", calibration: Any = None) -> "Encoder":  # noqa: F821
+    """Load an encoder by HF id (e.g. ``openai/clip-vit-base-patch16``) or local directory.
+
+    ``calibration``: a ``calibclip.CalibConfig`` to enable CalibCLIP, or None for the plain model.
+    """
+    from calibclip.backends.hf_clip import HFClipEncoder
+
+    parts = load_hf_parts(str(model))
+    enc = HFClipEncoder(*parts, name=str(model), device=pick_device(device))
+    if calibration is not None:
+        enc.calibration = calibration
+    return enc

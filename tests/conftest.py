@@ -1,0 +1,28 @@
+"""Shared fixtures: a tiny CLIP model directory built once per test session."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """Path of a tiny random CLIP saved in HF format (loads with calibclip.load)."""
+    from calibclip.testing import tiny_clip
+
+    return tiny_clip(tmp_path_factory.mktemp("tiny_clip"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tiny_model_dir):
+    """A loaded Encoder over the tiny model (CPU)."""
+    import calibclip
+
+    return calibclip.load(str(tiny_model_dir), device="cpu")
