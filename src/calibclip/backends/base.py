@@ -86,6 +86,34 @@ class Encoder(ABC):
         ids, mask = self.tokenize(texts)
         return l2n(self.text_tower(ids.to(self.device), mask.to(self.device)).embeds)
 
+    def image_feature_set(self, pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Named normalised feature sets for a batch: always "plain"; "cve" when calibration asks for it.
+
+        The index stores every set; calibrated search uses "cve" for the discriminative term.
+        """
+        if self.calibration is not None:
+            from calibclip.calib import image_feature_set
+
+            with torch.inference_mode():
+                return image_feature_set(self, pixel_values.to(self.device), self.calibration)
+        return {"plain": self.image_features(pixel_values)}
+
+    def text_feature_set(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Named normalised query features: "plain", plus "dcc" (t̃) when calibration is set."""
+        if self.calibration is not None:
+            from calibclip.calib import text_feature_set
+
+            with torch.inference_mode():
+                return text_feature_set(self, texts, self.calibration)
+        return {"plain": self.text_features(texts)}
+
+    def encode_composed(self, images: Sequence[Image.Image], texts: Sequence[str], phi: Any,
+                        prompt: str = "a photo of $ that {}") -> np.ndarray:
+        """(n, D) normalised composed-query features (reference image + modification text), see cir/."""
+        from calibclip.cir import encode_composed
+
+        return encode_composed(self, images, texts, phi, prompt=prompt)
+
     def encode_images(self, images: Sequence[Image.Image], batch_size: int = 64) -> np.ndarray:
         """(n, D) float32 L2-normalised image embeddings."""
         chunks = [self.image_features(self.preprocess(images[i:i + batch_size])).cpu().numpy()
