@@ -2,7 +2,8 @@
 
 from calibclip.backends.loading import load
 from calibclip.errors import UserError
+from calibclip.index import Hit, Index
 
 __version__ = "0.1.0"
 
-__all__ = ["load", "UserError", "__version__"]
+__all__ = ["Hit", "Index", "load", "UserError", "__version__"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -33,6 +34,163 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+def _calibration(calib: bool, calib_config: Path | None) -> Any:
+    """--calib / --calib-config → CalibConfig or None."""
+    if calib_config is not None:
+        from calibclip.calib import CalibConfig
+
+        if not calib_config.exists():
+            raise UserError(f"--calib-config {calib_config}: no such file.")
+        return CalibConfig.from_toml(calib_config)
+    if calib:
+        from calibclip.calib import CalibConfig
+
+        return CalibConfig()
+    return None
+
+
+def _load_encoder(model: str, device: str, calibration: Any = None) -> Any:
+    from calibclip.backends.loading import load
+
+    with console.status(f"loading {model}"):
+        return load(model, device=device, calibration=calibration)
+
+
+@app.command("index")
+@user_errors
+def index_cmd(
+    folder: Path = typer.Argument(..., help="Folder of images to index (recursive)."),
+    model: str = typer.Option(None, "--model", "-m", help="HF model id or local model directory "
+                              "(default: the model of an existing index, else the shipped demo model)."),
+    out: Path = typer.Option(None, "--out", "-o", help="Index folder (default: FOLDER.idx)."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1 ..."),
+    num_workers: int = typer.Option(None, "--num-workers", min=0, help="Decoding worker processes."),
+    dtype: str = typer.Option("float16", "--dtype", help="Stored embedding precision: float16 or float32."),
+    calib: bool = typer.Option(False, "--calib", help="Also store CalibCLIP (CVE) image features."),
+    calib_config: Path = typer.Option(None, "--calib-config", help="TOML file with CalibConfig fields."),
+    rebuild: bool = typer.Option(False, "--rebuild", help="Forget existing embeddings and re-embed everything."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Index a folder of images (adds new/changed files only; resumes after an interrupt)."""
+    from calibclip.index import Index, default_index_path
+    from calibclip.index.store import EmbeddingStore
+
+    out = out or default_index_path(folder)
+    if model is None and (out / "meta.sqlite").exists():
+        model = EmbeddingStore(out).get_info("model")
+    model = model or _default_model()
+    enc = _load_encoder(model, device, _calibration(calib, calib_config))
+    index = Index.build(folder, enc, out=out, batch_size=batch_size, num_workers=num_workers, dtype=dtype,
+                        progress=not quiet, rebuild=rebuild)
+    s = index.last_summary
+    console.print(f"[green]indexed[/green] {out}: {s.added} added, {s.unchanged} unchanged, {s.removed} removed, "
+                  f"{len(s.failed)} skipped, {len(index)} total ({s.images_per_second:.1f} img/s)")
+    if s.failed:
+        console.print(f"[yellow]{len(s.failed)} file(s) skipped:[/yellow]")
+        for path, reason in s.failed:
+            console.print(f"  {reason}", highlight=False)
+
+
+def _default_model() -> str:
+    """The shipped demo model when present, else a clear error asking for --model."""
+    try:
+        from calibclip.data.synth import shipped_model_dir
+
+        return str(shipped_model_dir())
+    except (ImportError, FileNotFoundError, AttributeError):
+        raise UserError("no --model given; pass an HF id (e.g. openai/clip-vit-base-patch16) or a local "
+                        "model directory.") from None
+
+
+def print_hits(hits: list, as_json: bool, title: str) -> None:
+    """Print hits as a rich table or JSON lines (path, score, rank)."""
+    if as_json:
+        import json
+
+        typer.echo(json.dumps([h.to_dict() for h in hits], indent=1))
+        return
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    table.add_column("rank", justify="right")
+    table.add_column("score", justify="right")
+    table.add_column("path", overflow="fold")
+    for h in hits:
+        table.add_row(str(h.rank), f"{h.score:.4f}", h.path)
+    console.print(table)
+
+
+@app.command("search")
+@user_errors
+def search_cmd(
+    index_path: Path = typer.Argument(..., metavar="INDEX", help="Index folder built by `calibclip index`."),
+    query: str = typer.Argument(None, help="Text query (or use --image/--text for composed search)."),
+    top_k: int = typer.Option(10, "--top-k", "-k", min=1),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output: path, score, rank."),
+    image: Path = typer.Option(None, "--image", help="Reference image: composed search with --text and --phi, "
+                               "or image→image search alone."),
+    text: str = typer.Option(None, "--text", help="Modification text for composed search."),
+    phi: Path = typer.Option(None, "--phi", help="φ checkpoint (LinCIR / SEARLE / Pic2Word / train-phi)."),
+    rtd: Path = typer.Option(None, "--rtd", help="RTD text-encoder checkpoint (from `calibclip rtd train`)."),
+    prompt: str = typer.Option("a photo of $ that {}", "--prompt", help="Composed query template."),
+    calib: bool = typer.Option(False, "--calib", help="CalibCLIP: DCC query + discriminative re-ranking."),
+    calib_config: Path = typer.Option(None, "--calib-config", help="TOML file with CalibConfig fields."),
+    reencode: bool = typer.Option(False, "--reencode", help="Re-embed the gallery if its calibration differs."),
+    device: str = typer.Option("auto", "--device"),
+) -> None:
+    """Search an index by text, by image, or by image + modification text."""
+    from calibclip.index import Index
+    from calibclip.images import BadImage, open_image
+
+    index = Index.open(index_path)
+    cfg = _calibration(calib, calib_config)
+    enc = _load_encoder(index.store.get_info("model"), device, cfg)
+    index.encoder = enc
+    if cfg is not None:
+        try:
+            index._check_calibration(enc)
+        except UserError:
+            if not reencode:
+                raise
+            folder = index.store.get_info("folder")
+            index.store.close()
+            index = Index.build(folder, enc, out=index_path, rebuild=True)
+    if rtd is not None:
+        from calibclip.cir.rtd import load_rtd
+
+        load_rtd(enc, rtd)
+    if image is not None:
+        try:
+            ref = open_image(image)
+        except BadImage as exc:
+            raise UserError(f"--image: {exc}") from None
+        if text is not None or phi is not None:
+            if text is None or phi is None:
+                raise UserError("composed search needs --image, --text and --phi together.")
+            from calibclip.cir import load_phi
+
+            hits = index.search_composed(ref, text, load_phi(phi), k=top_k, prompt=prompt)
+            title = f"{image.name} + \"{text}\""
+        else:
+            hits = index.search_image(ref, k=top_k)
+            title = f"similar to {image.name}"
+    else:
+        if query is None:
+            raise UserError("give a text QUERY, or --image (with --text and --phi for composed search).")
+        if len(query) > 10_000:
+            raise UserError("the query is longer than 10,000 characters; shorten it.")
+        import warnings
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            hits = index.search(query, k=top_k)
+        for w in caught:
+            err_console.print(f"[yellow]warning:[/yellow] {w.message}", highlight=False)
+        title = f"\"{query}\""
+    print_hits(hits, as_json, title)
 
 
 def main() -> None:

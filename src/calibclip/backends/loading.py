@@ -74,6 +74,10 @@ def load(model: str, device: str = "auto", calibration: Any = None) -> "Encoder"
     """
     from calibclip.backends.hf_clip import HFClipEncoder
 
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # weight-loading bars would drown our own progress output
+    hf_logging.set_verbosity_error()
     parts = load_hf_parts(str(model))
     enc = HFClipEncoder(*parts, name=str(model), device=pick_device(device))
     if calibration is not None:

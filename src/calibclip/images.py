@@ -1,0 +1,87 @@
+"""Safe image opening and collection listing.
+
+Every image goes through ``open_image``: EXIF orientation applied, palette/RGBA/grey converted to
+RGB, decompression bombs refused, truncated or non-image files turned into ``BadImage`` with a
+one-line reason, so indexing can skip them and list them in a summary.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"})
+# Refuse anything above ~100 megapixels (PIL's default warns at 89M and errors at 179M).
+MAX_PIXELS = 100_000_000
+
+
+class BadImage(Exception):
+    """A file that cannot be used as an image; the message says why (one line)."""
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Apply EXIF orientation and convert any mode (P, RGBA, LA, L, CMYK, I;16) to RGB."""
+    img = ImageOps.exif_transpose(img)
+    if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGB", rgba.size, (255, 255, 255))  # transparent → white, like a viewer
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    return img.convert("RGB")
+
+
+def decode_image(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Decode image bytes into an RGB PIL image, or raise BadImage with a short reason."""
+    if not data:
+        raise BadImage(f"{name}: empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            if img.width * img.height > max_pixels:
+                raise BadImage(f"{name}: {img.width}x{img.height} pixels exceeds the {max_pixels:,} pixel limit "
+                               "(possible decompression bomb); refused")
+            img.load()
+            if getattr(img, "is_animated", False):
+                img.seek(0)  # first frame of an animated GIF/WebP
+            return to_rgb(img)
+    except BadImage:
+        raise
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        raise BadImage(f"{name}: refused as a possible decompression bomb ({exc})") from None
+    except UnidentifiedImageError:
+        raise BadImage(f"{name}: not an image file PIL can read") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise BadImage(f"{name}: corrupt or truncated image ({exc})") from None
+
+
+def open_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Open an image file as RGB (see ``decode_image``)."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise BadImage(f"{path}: cannot read ({exc.strerror})") from None
+    return decode_image(data, str(path), max_pixels)
+
+
+def read_with_hash(path: str | Path) -> tuple[bytes, str]:
+    """File bytes and their SHA-1 (hex)."""
+    data = Path(path).read_bytes()
+    return data, hashlib.sha1(data).hexdigest()
+
+
+def iter_image_files(root: str | Path) -> Iterator[Path]:
+    """All files with an image extension under ``root`` (recursive, sorted, symlinks not followed out)."""
+    root = Path(root)
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            if Path(name).suffix.lower() in IMAGE_EXTENSIONS and not name.startswith("."):
+                yield Path(dirpath) / name

@@ -1,0 +1,155 @@
+"""Embedding pipeline for ``calibclip index``: scan → plan (new/changed only) → decode in workers → embed → store.
+
+Decoding and preprocessing run in DataLoader worker processes so they overlap with the model's
+forward pass; each batch is committed to the store before the next one starts, which is what
+makes an interrupted run resumable.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from calibclip.backends.base import Encoder
+from calibclip.images import BadImage, decode_image, iter_image_files
+from calibclip.index.store import EmbeddingStore, FileStat
+
+log = logging.getLogger("calibclip.index")
+
+
+@dataclass
+class IndexSummary:
+    """What one indexing run did."""
+
+    added: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def images_per_second(self) -> float:
+        return self.added / self.seconds if self.seconds > 0 else 0.0
+
+
+def scan(folder: str | Path) -> list[FileStat]:
+    """Stat every image file under ``folder`` (absolute paths)."""
+    out = []
+    for p in iter_image_files(folder):
+        try:
+            st = p.stat()
+        except OSError:
+            continue
+        out.append(FileStat(str(p.resolve()), st.st_size, st.st_mtime))
+    return out
+
+
+def plan(store: EmbeddingStore, stats: Sequence[FileStat]) -> tuple[list[FileStat], int, list[str]]:
+    """Split a scan into (to embed, number unchanged, paths gone from disk).
+
+    A file is re-embedded when its size or mtime changed; a file that failed before is retried
+    only when it changed.
+    """
+    known, failed = store.known(), store.known_failures()
+    todo, unchanged = [], 0
+    for s in stats:
+        prev = known.get(s.path) or failed.get(s.path)
+        if prev is not None and prev[0] == s.size and abs(prev[1] - s.mtime) < 1e-6:
+            unchanged += 1
+        else:
+            todo.append(s)
+    present = {s.path for s in stats}
+    gone = [p for p in list(known) + list(failed) if p not in present]
+    return todo, unchanged, gone
+
+
+class _DecodeDataset(Dataset):
+    """Reads, hashes, decodes and preprocesses one file; failures come back as a reason string."""
+
+    def __init__(self, stats: Sequence[FileStat], encoder: Encoder) -> None:
+        self.stats = stats
+        self.preprocess = encoder.preprocess
+
+    def __len__(self) -> int:
+        return len(self.stats)
+
+    def __getitem__(self, i: int):
+        import hashlib
+
+        path = self.stats[i].path
+        try:
+            data = Path(path).read_bytes()
+            img = decode_image(data, path)
+            return i, self.preprocess([img])[0], hashlib.sha1(data).hexdigest(), None
+        except BadImage as exc:
+            return i, None, None, str(exc)
+        except OSError as exc:
+            return i, None, None, f"{path}: cannot read ({exc})"
+
+
+def _collate(batch):
+    ok = [b for b in batch if b[3] is None]
+    bad = [(b[0], b[3]) for b in batch if b[3] is not None]
+    pixels = torch.stack([b[1] for b in ok]) if ok else None
+    return [b[0] for b in ok], pixels, [b[2] for b in ok], bad
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)  # decoding workers must not compete with the model's threads
+
+
+def embed_into(store: EmbeddingStore, encoder: Encoder, todo: Sequence[FileStat], batch_size: int = 64,
+               num_workers: int = 2, dtype: str = "float16", progress: bool = True) -> tuple[int, list]:
+    """Embed ``todo`` into ``store`` batch by batch; returns (added, failures)."""
+    if not todo:
+        return 0, []
+    loader = DataLoader(_DecodeDataset(todo, encoder), batch_size=batch_size, num_workers=num_workers,
+                        collate_fn=_collate, worker_init_fn=_worker_init if num_workers else None,
+                        persistent_workers=False, prefetch_factor=4 if num_workers else None)
+    added, failures = 0, []
+    bar = tqdm(total=len(todo), unit="img", desc="indexing", disable=not progress, dynamic_ncols=True)
+    try:
+        for idx, pixels, sha1s, bad in loader:
+            for i, reason in bad:
+                log.warning("skipped %s", reason)
+                if progress:
+                    tqdm.write(f"warning: skipped {reason}")
+                failures.append((todo[i], reason))
+            if bad:
+                store.add_failures([(todo[i], reason) for i, reason in bad])
+            if idx:
+                feats = {k: v.float().cpu().numpy() for k, v in encoder.image_feature_set(pixels).items()}
+                store.add_batch([todo[i] for i in idx], sha1s, feats, dtype=dtype)
+                added += len(idx)
+            bar.update(len(idx) + len(bad))
+    finally:
+        bar.close()
+    return added, failures
+
+
+def default_workers() -> int:
+    """Decode workers: one per spare core, at most 4."""
+    return max(0, min(4, (os.cpu_count() or 1) - 1))
+
+
+def index_folder(store: EmbeddingStore, folder: str | Path, encoder: Encoder, batch_size: int = 64,
+                 num_workers: int | None = None, dtype: str = "float16", progress: bool = True) -> IndexSummary:
+    """Bring the store up to date with ``folder``: add new/changed images, forget deleted ones."""
+    start = time.perf_counter()
+    stats = scan(folder)
+    todo, unchanged, gone = plan(store, stats)
+    removed = store.remove(gone) if gone else 0
+    workers = default_workers() if num_workers is None else num_workers
+    added, failures = embed_into(store, encoder, todo, batch_size, workers, dtype, progress)
+    return IndexSummary(added=added, unchanged=unchanged, removed=removed,
+                        failed=[(s.path, r) for s, r in failures], seconds=time.perf_counter() - start)
+

@@ -1,0 +1,231 @@
+"""``calibclip.Index``: build, update, open and search an image collection index."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+from PIL import Image
+
+from calibclip.backends.base import Encoder
+from calibclip.errors import UserError
+from calibclip.index.embed import IndexSummary, index_folder
+from calibclip.index.store import EmbeddingStore
+
+
+@dataclass
+class Hit:
+    """One search result."""
+
+    rank: int
+    score: float
+    path: str
+    id: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def default_index_path(folder: str | Path) -> Path:
+    """``./photos`` → ``./photos.idx``."""
+    folder = Path(folder)
+    return folder.parent / f"{folder.name}.idx"
+
+
+def _calib_dict(cfg: Any) -> dict | None:
+    return None if cfg is None else cfg.to_dict()
+
+
+class Index:
+    """A searchable index over an image collection (see docs/ARCHITECTURE.md for the layout)."""
+
+    def __init__(self, root: str | Path, encoder: Encoder | None = None) -> None:
+        self.root = Path(root)
+        self.store = EmbeddingStore(self.root)
+        self._encoder = encoder
+        self._cache: dict[str, tuple[np.ndarray, np.ndarray, list[str]]] = {}
+        self._faiss: faiss.Index | None = None
+        self.last_summary: IndexSummary | None = None
+
+    # ---- construction --------------------------------------------------------------------
+    @classmethod
+    def build(cls, folder: str | Path, encoder: Encoder, out: str | Path | None = None, batch_size: int = 64,
+              num_workers: int | None = None, dtype: str = "float16", progress: bool = True,
+              rebuild: bool = False) -> "Index":
+        """Index ``folder`` into ``out`` (default ``<folder>.idx``); on an existing index adds new/changed files only."""
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise UserError(f"{folder}: not a directory; pass the folder of images to index.")
+        if dtype not in ("float16", "float32"):
+            raise UserError(f"--dtype {dtype}: use float16 or float32.")
+        out = Path(out) if out is not None else default_index_path(folder)
+        store = EmbeddingStore(out, create=True)
+        info = store.info()
+        calib = _calib_dict(encoder.calibration)
+        if info and not rebuild:
+            if info.get("model") != encoder.name:
+                raise UserError(f"{out}: built with model '{info.get('model')}', not '{encoder.name}'; "
+                                "use the same --model, or --rebuild to re-embed everything.")
+            if json.loads(info.get("calib", "null")) != calib:
+                raise UserError(f"{out}: built with a different calibration ({info.get('calib')}); "
+                                "pass the same --calib/--calib-config, or --rebuild to re-embed everything.")
+            if info.get("dtype", dtype) != dtype:
+                raise UserError(f"{out}: stores {info.get('dtype')} embeddings; pass --dtype {info.get('dtype')} "
+                                "or --rebuild.")
+        if rebuild:
+            store.clear()
+        store.set_info(model=encoder.name, dim=str(encoder.dim), dtype=dtype, calib=json.dumps(calib),
+                       folder=str(folder.resolve()), format="1")
+        summary = index_folder(store, folder, encoder, batch_size=batch_size, num_workers=num_workers,
+                               dtype=dtype, progress=progress)
+        store.close()
+        index = cls(out, encoder)
+        index.last_summary = summary
+        return index
+
+    @classmethod
+    def open(cls, path: str | Path, encoder: Encoder | None = None) -> "Index":
+        """Open an existing index; the encoder is loaded from the recorded model when first needed."""
+        path = Path(path)
+        if not path.exists():
+            raise UserError(f"{path}: no such index; build it with `calibclip index FOLDER --out {path}`.")
+        return cls(path, encoder)
+
+    # ---- properties ----------------------------------------------------------------------
+    @property
+    def info(self) -> dict[str, str]:
+        return self.store.info()
+
+    @property
+    def calibration(self) -> dict | None:
+        """The CalibConfig (as a dict) the gallery was embedded with, or None."""
+        return json.loads(self.store.get_info("calib", "null") or "null")
+
+    @property
+    def encoder(self) -> Encoder:
+        if self._encoder is None:
+            from calibclip.backends.loading import load
+
+            self._encoder = load(self.store.get_info("model"))
+        return self._encoder
+
+    @encoder.setter
+    def encoder(self, enc: Encoder) -> None:
+        self._encoder = enc
+
+    def matrix(self, feature_set: str = "plain") -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """(ids, embeddings, paths) of one feature set, cached in memory."""
+        if feature_set not in self._cache:
+            self._cache[feature_set] = self.store.load_matrix(feature_set)
+        return self._cache[feature_set]
+
+    @property
+    def paths(self) -> list[str]:
+        return self.matrix()[2]
+
+    def __len__(self) -> int:
+        return len(self.matrix()[0])
+
+    def embeddings(self, feature_set: str = "plain") -> np.ndarray:
+        return self.matrix(feature_set)[1]
+
+    def reload(self) -> None:
+        """Drop cached matrices so the next search sees images added since opening."""
+        self._cache.clear()
+        self._faiss = None
+
+    # ---- search --------------------------------------------------------------------------
+    def _faiss_index(self) -> faiss.Index:
+        if self._faiss is None:
+            emb = self.embeddings("plain")
+            self._faiss = faiss.IndexFlatIP(emb.shape[1] if emb.ndim == 2 else int(self.info.get("dim", 0)))
+            if len(emb):
+                self._faiss.add(np.ascontiguousarray(emb, dtype=np.float32))
+        return self._faiss
+
+    def search_vectors(self, queries: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        """Exact inner-product search: (scores (m, k), positions (m, k)); positions index ``paths``."""
+        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        k = max(1, min(k, len(self)))
+        if len(self) == 0:
+            return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
+        return self._faiss_index().search(queries, k)
+
+    def _check_calibration(self, encoder: Encoder) -> None:
+        cfg = encoder.calibration
+        if cfg is None:
+            return
+        built = self.calibration
+        if built is None and cfg.to_dict().get("cve", False):
+            raise UserError(f"{self.root}: this index was built without calibration, so it has no CVE features; "
+                            "rebuild it with `calibclip index ... --calib`, or pass --reencode.")
+        if built is not None and built != cfg.to_dict():
+            raise UserError(f"{self.root}: built with calibration {built}, which differs from the one asked for; "
+                            "search with the same --calib-config, or pass --reencode.")
+
+    def rank(self, feats: dict[str, Any], k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Rank the gallery for query feature sets ("plain", and "dcc" with calibration)."""
+        q_plain = np.asarray(feats["plain"], dtype=np.float32)
+        cfg = self.encoder.calibration
+        if cfg is None or "dcc" not in feats:
+            return self.search_vectors(q_plain, k)
+        from calibclip.calib import discriminative_scores
+
+        g_plain = self.embeddings("plain")
+        g_cve = self.embeddings("cve") if "cve" in self.store.feature_sets() else g_plain
+        return discriminative_scores(q_plain, np.asarray(feats["dcc"], dtype=np.float32), g_plain, g_cve, cfg,
+                                     min(k, len(g_plain)))
+
+    def _hits(self, scores: np.ndarray, pos: np.ndarray) -> list[Hit]:
+        ids, _, paths = self.matrix()
+        return [Hit(rank=r + 1, score=float(s), path=paths[p], id=int(ids[p]))
+                for r, (s, p) in enumerate(zip(scores, pos)) if p >= 0]
+
+    def check_query(self, text: str) -> str:
+        """Validate a text query: empty → error; longer than the context → warning (it is truncated)."""
+        if not text or not text.strip():
+            raise UserError("the query is empty; give some words to search for, e.g. \"a red car\".")
+        enc = self.encoder
+        n = enc.token_count(text) if hasattr(enc, "token_count") else 0
+        if n > enc.context_length:
+            warnings.warn(f"query is {n} tokens, longer than the model's context of {enc.context_length}; "
+                          "it was truncated.", stacklevel=3)
+        return text.strip()
+
+    def search(self, query: str | Sequence[str], k: int = 10) -> list[Hit] | list[list[Hit]]:
+        """Text → image search. A list of queries gives a list of hit lists."""
+        single = isinstance(query, str)
+        texts = [self.check_query(q) for q in ([query] if single else query)]
+        self._check_calibration(self.encoder)
+        feats = self.encoder.text_feature_set(texts)
+        scores, pos = self.rank({k_: v.cpu().numpy() for k_, v in feats.items()}, k)
+        hits = [self._hits(s, p) for s, p in zip(scores, pos)]
+        return hits[0] if single else hits
+
+    def search_image(self, image: Image.Image, k: int = 10) -> list[Hit]:
+        """Image → image search (query by example)."""
+        q = self.encoder.encode_images([image])
+        scores, pos = self.search_vectors(q, k)
+        return self._hits(scores[0], pos[0])
+
+    def search_composed(self, image: Image.Image, text: str, phi: Any, k: int = 10,
+                        prompt: str = "a photo of $ that {}") -> list[Hit]:
+        """Composed search: reference image + modification text through a φ projection."""
+        text = self.check_query(text)
+        enc = self.encoder
+        if enc.calibration is not None:
+            from calibclip.cir import composed_feature_set
+
+            self._check_calibration(enc)
+            feats = composed_feature_set(enc, [image], [text], phi, prompt=prompt)
+            scores, pos = self.rank({k_: np.asarray(v) for k_, v in feats.items()}, k)
+        else:
+            q = enc.encode_composed([image], [text], phi, prompt=prompt)
+            scores, pos = self.search_vectors(q, k)
+        return self._hits(scores[0], pos[0])
