@@ -15,8 +15,8 @@ from calibclip.errors import UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="calibclip: search images with text (CLIP, CalibCLIP, composed retrieval, evaluation).")
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:

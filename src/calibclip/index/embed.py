@@ -120,9 +120,10 @@ def embed_into(store: EmbeddingStore, encoder: Encoder, todo: Sequence[FileStat]
     try:
         for idx, pixels, sha1s, bad in loader:
             for i, reason in bad:
-                log.warning("skipped %s", reason)
-                if progress:
+                if progress:  # one line per bad file, printed above the bar
                     tqdm.write(f"warning: skipped {reason}")
+                else:
+                    log.warning("skipped %s", reason)
                 failures.append((todo[i], reason))
             if bad:
                 store.add_failures([(todo[i], reason) for i, reason in bad])

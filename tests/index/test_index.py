@@ -1,0 +1,145 @@
+"""Index build, incremental add, resume after a crash, corrupt files, search ranking."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from calibclip.errors import UserError
+from calibclip.index import Index
+from calibclip.index.store import EmbeddingStore
+
+
+def _write_images(folder, n, start=0):
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(start, start + n):
+        rng = np.random.RandomState(i)
+        Image.fromarray((rng.rand(36, 44, 3) * 255).astype("uint8")).save(folder / f"img{i:03d}.png")
+
+
+def _build(folder, enc, out, **kw):
+    kw.setdefault("batch_size", 4)
+    kw.setdefault("num_workers", 0)
+    kw.setdefault("progress", False)
+    return Index.build(folder, enc, out=out, **kw)
+
+
+def test_build_and_search_matches_brute_force(tmp_path, tiny_encoder):
+    _write_images(tmp_path / "photos", 10)
+    index = _build(tmp_path / "photos", tiny_encoder, tmp_path / "p.idx", dtype="float32")
+    assert len(index) == 10 and index.last_summary.added == 10
+    paths = sorted(index.paths)
+    gallery = tiny_encoder.encode_images([Image.open(p).convert("RGB") for p in paths])
+    q = tiny_encoder.encode_texts(["a red car"])[0]
+    expected = [paths[i] for i in np.argsort(-(gallery @ q), kind="stable")[:5]]
+    hits = index.search("a red car", k=5)
+    assert [h.path for h in hits] == expected
+    assert [h.rank for h in hits] == [1, 2, 3, 4, 5]
+    np.testing.assert_allclose([h.score for h in hits], np.sort(gallery @ q)[::-1][:5], atol=1e-5)
+
+
+def test_query_by_gallery_image_returns_itself(tmp_path, tiny_encoder):
+    _write_images(tmp_path / "photos", 8)
+    index = _build(tmp_path / "photos", tiny_encoder, tmp_path / "p.idx")
+    target = sorted(index.paths)[3]
+    hits = index.search_image(Image.open(target).convert("RGB"), k=3)
+    assert hits[0].path == target and hits[0].score == pytest.approx(1.0, abs=2e-3)  # float16 storage
+
+
+def test_incremental_add_change_and_delete(tmp_path, tiny_encoder):
+    folder = tmp_path / "photos"
+    _write_images(folder, 6)
+    _build(folder, tiny_encoder, tmp_path / "p.idx")
+    _write_images(folder, 3, start=6)
+    (folder / "img000.png").unlink()
+    time.sleep(0.01)
+    Image.new("RGB", (30, 30), (0, 255, 0)).save(folder / "img001.png")
+    os.utime(folder / "img001.png", (time.time() + 5, time.time() + 5))
+    index = _build(folder, tiny_encoder, tmp_path / "p.idx")
+    s = index.last_summary
+    assert (s.added, s.unchanged, s.removed) == (4, 4, 1)
+    assert len(index) == 8
+    assert not any(p.endswith("img000.png") for p in index.paths)
+    green = index.search_image(Image.new("RGB", (30, 30), (0, 255, 0)), k=1)[0]
+    assert green.path.endswith("img001.png")
+
+
+def test_resume_after_crash_loses_nothing(tmp_path, tiny_encoder, monkeypatch):
+    folder = tmp_path / "photos"
+    _write_images(folder, 12)
+    calls = {"n": 0}
+    original = EmbeddingStore.add_batch
+
+    def crashing(self, *a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # Ctrl-C in the middle of the third batch
+        return original(self, *a, **kw)
+
+    monkeypatch.setattr(EmbeddingStore, "add_batch", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        _build(folder, tiny_encoder, tmp_path / "p.idx")
+    monkeypatch.setattr(EmbeddingStore, "add_batch", original)
+    assert len(EmbeddingStore(tmp_path / "p.idx").rows()) == 8  # two committed batches of 4
+    index = _build(folder, tiny_encoder, tmp_path / "p.idx")
+    assert (index.last_summary.added, index.last_summary.unchanged) == (4, 8)
+    full = _build(folder, tiny_encoder, tmp_path / "fresh.idx")
+    a = dict(zip(index.paths, index.embeddings()))
+    b = dict(zip(full.paths, full.embeddings()))
+    assert a.keys() == b.keys()
+    for p in a:
+        np.testing.assert_array_equal(a[p], b[p])
+
+
+def test_orphan_shard_from_crash_is_ignored(tmp_path, tiny_encoder, monkeypatch):
+    folder = tmp_path / "photos"
+    _write_images(folder, 4)
+    original = EmbeddingStore._tx
+
+    def fail_tx(self):
+        raise KeyboardInterrupt  # shard file written, metadata transaction never happens
+
+    monkeypatch.setattr(EmbeddingStore, "_tx", fail_tx)
+    with pytest.raises(KeyboardInterrupt):
+        _build(folder, tiny_encoder, tmp_path / "p.idx")
+    monkeypatch.setattr(EmbeddingStore, "_tx", original)
+    index = _build(folder, tiny_encoder, tmp_path / "p.idx")
+    assert len(index) == 4 and index.last_summary.added == 4
+
+
+def test_corrupt_files_skipped_and_listed(tmp_path, tiny_encoder):
+    folder = tmp_path / "photos"
+    _write_images(folder, 3)
+    (folder / "zero.png").write_bytes(b"")
+    (folder / "text.jpg").write_bytes(b"this is not a jpeg")
+    good = (folder / "img000.png").read_bytes()
+    (folder / "trunc.png").write_bytes(good[: len(good) // 2])
+    index = _build(folder, tiny_encoder, tmp_path / "p.idx")
+    failed = sorted(os.path.basename(p) for p, _ in index.last_summary.failed)
+    assert failed == ["text.jpg", "trunc.png", "zero.png"]
+    assert len(index) == 3
+    again = _build(folder, tiny_encoder, tmp_path / "p.idx")  # unchanged failures are not retried
+    assert again.last_summary.failed == [] and again.last_summary.unchanged == 6
+
+
+def test_model_mismatch_and_bad_paths(tmp_path, tiny_encoder):
+    _write_images(tmp_path / "photos", 2)
+    _build(tmp_path / "photos", tiny_encoder, tmp_path / "p.idx")
+    tiny_encoder_name = tiny_encoder.name
+    try:
+        tiny_encoder.name = "other-model"
+        with pytest.raises(UserError, match="--rebuild"):
+            _build(tmp_path / "photos", tiny_encoder, tmp_path / "p.idx")
+    finally:
+        tiny_encoder.name = tiny_encoder_name
+    with pytest.raises(UserError, match="not a directory"):
+        _build(tmp_path / "missing", tiny_encoder, tmp_path / "q.idx")
+    with pytest.raises(UserError, match="no such index"):
+        Index.open(tmp_path / "nothing.idx")
+    index = Index.open(tmp_path / "p.idx", tiny_encoder)
+    with pytest.raises(UserError, match="empty"):
+        index.search("   ")
