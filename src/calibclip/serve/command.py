@@ -1,0 +1,64 @@
+"""The ``calibclip serve`` command (registered in calibclip/cli.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from calibclip.errors import UserError
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def serve_cmd(
+    index_path: Path = typer.Argument(..., metavar="INDEX", help="Index folder built by `calibclip index`."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind; the default is reachable only "
+                             "from this machine. Use 0.0.0.0 to expose it (then set an --api-key)."),
+    port: int = typer.Option(8000, "--port", min=0, max=65535),
+    api_key: str = typer.Option(None, "--api-key", envvar="CALIBCLIP_API_KEY", show_envvar=True,
+                                help="Require this key on every API route (header X-API-Key or ?api_key=)."),
+    phi: Path = typer.Option(None, "--phi", help="φ checkpoint: enables composed (image + text) search."),
+    calib_config: Path = typer.Option(None, "--calib-config", help="TOML with CalibConfig fields for the "
+                                      "CalibCLIP toggle (default: the config the index was built with)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1 ..."),
+    cors_origin: list[str] = typer.Option(None, "--cors-origin", help="Allow this browser origin (repeatable); "
+                                          "CORS is off by default."),
+    max_upload_mb: float = typer.Option(10.0, "--max-upload-mb", min=0.01, help="Largest image upload."),
+) -> None:
+    """Serve an index over HTTP: search API (docs at /docs) and a search page at /."""
+    from calibclip.cli import _calibration, _load_encoder, console, err_console
+    from calibclip.index.store import EmbeddingStore
+
+    try:
+        import uvicorn
+
+        from calibclip.serve.app import create_app
+        from calibclip.serve.config import ServeConfig
+    except ImportError as exc:
+        raise UserError(f"calibclip serve needs the serve extra ({exc.name} is missing): "
+                        "pip install 'calibclip[serve]'") from None
+    if not (index_path / "meta.sqlite").exists():
+        raise UserError(f"{index_path}: not a calibclip index; build it with `calibclip index FOLDER --out "
+                        f"{index_path}`.")
+    if phi is not None and not phi.exists():
+        raise UserError(f"--phi {phi}: no such file.")
+    store = EmbeddingStore(index_path)
+    model = store.get_info("model")
+    store.close()
+    enc = _load_encoder(model, device)
+    calibration = _calibration(False, calib_config) if calib_config is not None else "auto"
+    loaded_phi = None
+    if phi is not None:
+        from calibclip.cir import load_phi
+
+        loaded_phi = load_phi(phi)
+    cfg = ServeConfig(api_key=api_key or None, cors_origins=tuple(cors_origin or ()), max_upload_mb=max_upload_mb)
+    app = create_app(index_path, encoder=enc, phi=loaded_phi, calibration=calibration, config=cfg)
+    if host not in LOOPBACK and not cfg.api_key:
+        err_console.print(f"[yellow]warning:[/yellow] serving on {host} without an API key: anyone who can reach "
+                          "this port can search and view the collection. Set --api-key or CALIBCLIP_API_KEY.")
+    console.print(f"serving {index_path} ({app.state.searcher.snapshot.size} images) on http://{host}:{port}"
+                  f"{'  (API key required)' if cfg.api_key else ''}")
+    # no access log: request URLs may carry ?api_key=
+    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)

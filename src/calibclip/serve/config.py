@@ -1,0 +1,32 @@
+"""Settings of the search service (every limit in one dataclass)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class ServeConfig:
+    """Limits and options of ``calibclip serve``.
+
+    The defaults are safe for a service on the loopback interface: no CORS, no key, 10 MB
+    uploads, 1,000-character queries, at most 200 results, 40 Mpx uploaded images.
+    """
+
+    api_key: str | None = None
+    cors_origins: tuple[str, ...] = ()
+    max_upload_mb: float = 10.0
+    max_query_chars: int = 1000
+    max_k: int = 200
+    default_k: int = 24
+    max_upload_pixels: int = 40_000_000  # an upload above this is refused as a possible bomb
+    thumb_size: int = 256
+    thumb_quality: int = 85
+    prompt: str = "a photo of $ that {}"
+    # multipart framing and the text fields travel with the file; allow for them on top of the file limit
+    form_overhead_bytes: int = 64 * 1024
+
+    @property
+    def max_body_bytes(self) -> int:
+        """Largest request body accepted (file limit + form overhead)."""
+        return int(self.max_upload_mb * 1024 * 1024) + self.form_overhead_bytes

@@ -1,0 +1,115 @@
+"""ASGI middlewares: API key on every data route, and a hard cap on request body size."""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Awaitable, Callable
+from urllib.parse import parse_qs
+
+from starlette.exceptions import HTTPException
+
+Scope = dict
+Receive = Callable[[], Awaitable[dict]]
+Send = Callable[[dict], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+# The page shell and its assets hold no data and must load before the user can type the key.
+PUBLIC_PATHS = frozenset({"/", "/favicon.ico"})
+PUBLIC_PREFIXES = ("/static/",)
+
+
+async def send_json(send: Send, status: int, body: dict) -> None:
+    """Answer an HTTP request with a JSON error from inside a middleware."""
+    data = json.dumps(body).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]})
+    await send({"type": "http.response.body", "body": data})
+
+
+def request_key(scope: Scope) -> str | None:
+    """The key a request carries: header ``X-API-Key`` or query parameter ``api_key``."""
+    for name, value in scope.get("headers", []):
+        if name == b"x-api-key":
+            return value.decode("latin-1")
+    qs = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    return qs.get("api_key", [None])[0]
+
+
+class APIKeyMiddleware:
+    """Refuse (401) every non-public route unless the request carries the configured key."""
+
+    def __init__(self, app: ASGIApp, api_key: str) -> None:
+        self.app = app
+        self.api_key = api_key.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path = scope.get("path", "")
+        if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
+            return await self.app(scope, receive, send)
+        got = request_key(scope)
+        # constant-time comparison: the key cannot be guessed byte by byte from response times
+        if got is None or not hmac.compare_digest(got.encode("utf-8", "replace"), self.api_key):
+            return await send_json(send, 401, {"error": "missing or wrong API key: send header X-API-Key "
+                                                        "or ?api_key=", "code": "unauthorized"})
+        return await self.app(scope, receive, send)
+
+
+class BodyLimitMiddleware:
+    """Refuse (413) a request whose body is larger than ``max_bytes``.
+
+    Checks Content-Length up front, and counts the bytes of a chunked body as they arrive, so a
+    client that lies or sends no length still cannot make the server spool more than the limit.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    def _message(self) -> dict:
+        return {"error": f"request body larger than {self.max_bytes / 1024 / 1024:.1f} MB; upload a smaller "
+                         "image (the server's --max-upload-mb)", "code": "too_large"}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    too_big = int(value) > self.max_bytes
+                except ValueError:
+                    return await send_json(send, 400, {"error": "bad Content-Length header", "code": "bad_request"})
+                if too_big:
+                    return await send_json(send, 413, self._message())
+        seen = 0
+        started = False
+
+        async def limited_receive() -> dict:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _TooLarge()
+            return message
+
+        async def tracking_send(message: dict) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _TooLarge:
+            if not started:
+                await send_json(send, 413, self._message())
+
+
+class _TooLarge(HTTPException):
+    """Raised from ``receive``; an HTTPException so FastAPI's body parsing lets it through as a 413."""
+
+    def __init__(self) -> None:
+        super().__init__(413, "request body too large; upload a smaller image (the server's --max-upload-mb)")
