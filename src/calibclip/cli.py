@@ -193,6 +193,11 @@ def search_cmd(
     print_hits(hits, as_json, title)
 
 
+from calibclip.serve.command import serve_cmd  # noqa: E402  (imports fastapi only when run)
+
+app.command("serve")(user_errors(serve_cmd))
+
+
 def main() -> None:
     """Entry point of the `calibclip` console script."""
     app(prog_name="calibclip")
