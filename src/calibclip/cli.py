@@ -198,6 +198,22 @@ from calibclip.serve.command import serve_cmd  # noqa: E402  (imports fastapi on
 app.command("serve")(user_errors(serve_cmd))
 
 
+@app.command("synth")
+@user_errors
+def synth_cmd(
+    out_dir: Path = typer.Argument(..., help="Folder to write flickr30k/, cuhk-pedes/ and cirr/ into."),
+    seed: int = typer.Option(0, "--seed"),
+    n_train: int = typer.Option(3000, "--n-train", min=0, help="About this many training images per task."),
+    n_test: int = typer.Option(300, "--n-test", min=0, help="About this many val and test images per task."),
+) -> None:
+    """Generate the synthetic benchmarks (Flickr30K / CUHK-PEDES / CIRR formats), seeded."""
+    from calibclip.data.synth import generate_all
+
+    paths = generate_all(out_dir, seed, {"train": n_train, "val": n_test, "test": n_test})
+    for task, path in paths.items():
+        console.print(f"[green]{task}[/green] {path}")
+
+
 def main() -> None:
     """Entry point of the `calibclip` console script."""
     app(prog_name="calibclip")

@@ -1,0 +1,61 @@
+"""A seeded synthetic world: captioned shape scenes (TIR), person figures (TBPR), edit triples (CIR).
+
+Written in the official formats of Flickr30K (Karpathy), CUHK-PEDES and CIRR so the ordinary
+benchmark readers evaluate on it; ``shipped_model_dir()`` is a small CLIP trained on it
+(``scripts/train_synth_clip.py``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from calibclip.data.synth.items import cir_item, tbpr_item, tir_item
+from calibclip.data.synth.writers import TASK_DIRS, TASKS, generate, generate_all
+
+SHIPPED_MODEL = Path(__file__).resolve().parents[2] / "assets" / "synth-clip"
+
+# Sizes of the demo world: small enough to write in about a second.
+DEMO_GALLERY = {"scenes": 120, "people": 30}  # people = identities (2–4 images each)
+DEMO_SPLITS = {"test": 300}
+
+
+def shipped_model_dir() -> Path:
+    """Directory of the CLIP trained on the synthetic world (HF format). FileNotFoundError if absent."""
+    if not (SHIPPED_MODEL / "config.json").exists():
+        raise FileNotFoundError(f"the shipped synthetic CLIP is missing at {SHIPPED_MODEL}; "
+                                "run scripts/train_synth_clip.py to rebuild it.")
+    return SHIPPED_MODEL
+
+
+def make_demo_world(out_dir: str | Path, seed: int = 0) -> dict[str, Path]:
+    """Write a small gallery folder plus the three test splits in official formats.
+
+    Layout: ``gallery/scenes/*.png``, ``gallery/people/*.png`` (a mixed folder to index),
+    ``flickr30k/``, ``cuhk-pedes/``, ``cirr/`` (test splits only). Returns name → path.
+    The gallery uses a different split key ('demo') so it does not repeat the test images.
+    """
+    out = Path(out_dir)
+    gallery = out / "gallery"
+    for d in ("scenes", "people"):
+        (gallery / d).mkdir(parents=True, exist_ok=True)
+    for i in range(DEMO_GALLERY["scenes"]):
+        _save(tir_item(seed, "demo", i).image, gallery / "scenes" / f"scene_{i:04d}.png")
+    for i in range(DEMO_GALLERY["people"]):
+        for k, shot in enumerate(tbpr_item(seed, "demo", i).shots):
+            _save(shot.image, gallery / "people" / f"person_{i:03d}_{k}.png")
+    paths = {"gallery": gallery}
+    for task in TASKS:
+        generate(out / TASK_DIRS[task], task, DEMO_SPLITS, seed, progress=False)
+        paths[task] = out / TASK_DIRS[task]
+    return paths
+
+
+def _save(img, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    img.save(tmp, format="PNG")
+    os.replace(tmp, path)
+
+
+__all__ = ["TASKS", "cir_item", "generate", "generate_all", "make_demo_world", "shipped_model_dir", "tbpr_item",
+           "tir_item"]
