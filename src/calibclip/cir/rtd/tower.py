@@ -1,0 +1,125 @@
+"""The trainable text tower ψ_T^θ and its checkpoint: make, save, load into an encoder.
+
+ψ_T^θ is a deep copy of the encoder's ``model.text_model`` with a deep copy of
+``model.text_projection`` attached as its ``text_projection`` submodule, so
+``enc.text_tower(..., text_model=tower)`` runs it end to end and one ``state_dict`` holds every
+trained parameter (embeddings, layers, final LN, projection).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from calibclip.errors import UserError
+
+FORMAT = "calibclip-rtd-text-tower"
+VERSION = 1
+_PROJ = "text_projection."
+_FINGERPRINT_VALUES = 256  # leading values of visual_projection.weight identifying the base model
+
+
+def make_trainable_tower(enc: Any) -> torch.nn.Module:
+    """ψ_T^θ: a trainable deep copy of the encoder's text tower including its projection."""
+    tower = copy.deepcopy(enc.model.text_model)
+    tower.text_projection = copy.deepcopy(enc.model.text_projection)
+    tower.requires_grad_(True)
+    return tower
+
+
+def text_signature(enc: Any) -> dict[str, int]:
+    """Shapes that a checkpoint must match to load into ``enc``."""
+    tc = enc.model.config.text_config
+    return {"hidden_size": tc.hidden_size, "num_hidden_layers": tc.num_hidden_layers,
+            "num_attention_heads": tc.num_attention_heads, "intermediate_size": tc.intermediate_size,
+            "vocab_size": tc.vocab_size, "max_position_embeddings": tc.max_position_embeddings,
+            "projection_dim": enc.model.config.projection_dim}
+
+
+def image_fingerprint(enc: Any) -> list[float]:
+    """Leading values of the image projection: identifies the base model (the image tower RTD keeps)
+    independently of its path or dtype."""
+    w = enc.model.visual_projection.weight.detach().float().flatten()[:_FINGERPRINT_VALUES]
+    return w.cpu().tolist()
+
+
+def rtd_checkpoint(enc: Any, tower: torch.nn.Module, config: dict[str, Any] | None = None,
+                   step: int | None = None) -> dict[str, Any]:
+    """The saved object: trained tower state dict (CPU, float32) plus metadata."""
+    state = {k: v.detach().to("cpu", torch.float32) if v.is_floating_point() else v.detach().cpu()
+             for k, v in tower.state_dict().items()}
+    return {"format": FORMAT, "version": VERSION, "base_model": str(enc.name), "signature": text_signature(enc),
+            "image_fingerprint": image_fingerprint(enc), "config": config or {}, "step": step,
+            "state_dict": state}
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    """torch.save to a temporary file, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def save_rtd(enc: Any, tower: torch.nn.Module, path: str | Path, config: dict[str, Any] | None = None,
+             step: int | None = None) -> Path:
+    """Write the trained text tower checkpoint atomically; returns the path."""
+    atomic_torch_save(rtd_checkpoint(enc, tower, config, step), path)
+    return Path(path)
+
+
+def read_rtd(path: str | Path) -> dict[str, Any]:
+    """Load and check an RTD checkpoint file (UserError when it is not one)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"--rtd {path}: no such file; train one with `calibclip rtd train`.")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"
+        raise UserError(f"--rtd {path}: not a readable RTD checkpoint ({type(exc).__name__}: {exc}).") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise UserError(f"--rtd {path}: not an RTD text-tower checkpoint (written by `calibclip rtd train`).")
+    if ckpt.get("version", 0) > VERSION:
+        raise UserError(f"--rtd {path}: written by a newer calibclip (format version {ckpt['version']}); upgrade.")
+    return ckpt
+
+
+def load_rtd(enc: Any, ckpt_path: str | Path) -> dict[str, Any]:
+    """Replace the encoder's text tower (text_model + text_projection) by the trained one, in place.
+
+    The image tower is untouched, so gallery indexes built with the base model stay valid. Raises
+    UserError when the checkpoint was trained from a different base model. Returns its metadata.
+    """
+    ckpt = read_rtd(ckpt_path)
+    sig = text_signature(enc)
+    if ckpt.get("signature") != sig:
+        diff = {k: (ckpt.get("signature", {}).get(k), v) for k, v in sig.items()
+                if ckpt.get("signature", {}).get(k) != v}
+        raise UserError(f"--rtd {ckpt_path}: trained for a different text tower than model '{enc.name}' "
+                        f"(checkpoint vs model: {diff}); use the base model it was trained from "
+                        f"('{ckpt.get('base_model')}').")
+    fp = torch.tensor(ckpt.get("image_fingerprint", []), dtype=torch.float32)
+    mine = torch.tensor(image_fingerprint(enc), dtype=torch.float32)
+    if fp.shape != mine.shape or not torch.allclose(fp, mine, rtol=1e-2, atol=1e-3):
+        raise UserError(f"--rtd {ckpt_path}: trained from base model '{ckpt.get('base_model')}', whose image tower "
+                        f"differs from model '{enc.name}'; use that base model (its gallery features match).")
+    state = ckpt["state_dict"]
+    proj = {k[len(_PROJ):]: v for k, v in state.items() if k.startswith(_PROJ)}
+    text = {k: v for k, v in state.items() if not k.startswith(_PROJ)}
+    try:
+        enc.model.text_model.load_state_dict(text, strict=True)
+        enc.model.text_projection.load_state_dict(proj, strict=True)
+    except RuntimeError as exc:
+        raise UserError(f"--rtd {ckpt_path}: weights do not fit model '{enc.name}' ({str(exc).splitlines()[0]}).") \
+            from None
+    if Path(str(ckpt.get("base_model", ""))).name != Path(str(enc.name)).name:
+        warnings.warn(f"RTD checkpoint {ckpt_path} was trained from '{ckpt.get('base_model')}', loading into "
+                      f"'{enc.name}' (same architecture and image tower).", stacklevel=2)
+    enc.rtd = str(ckpt_path)
+    return {k: v for k, v in ckpt.items() if k != "state_dict"}
