@@ -1,0 +1,145 @@
+"""`calibclip rtd make-triplets` and `calibclip rtd train` (typer sub-app registered in calibclip/cli.py)."""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import typer
+
+rtd_app = typer.Typer(add_completion=False, no_args_is_help=True,
+                      help="RTD: fine-tune the text encoder for composed retrieval on text triplets.")
+
+
+def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """cli.user_errors, imported when the command runs (calibclip.cli imports this module)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from calibclip.cli import user_errors
+
+        return user_errors(fn)(*args, **kwargs)
+
+    return wrapper
+
+
+def _print_warnings(caught: list[warnings.WarningMessage]) -> None:
+    from calibclip.cli import err_console
+
+    for w in caught:
+        err_console.print(f"[yellow]warning:[/yellow] {w.message}", highlight=False)
+
+
+@rtd_app.command("make-triplets")
+@_user_errors
+def make_triplets_cmd(
+    captions: Path = typer.Argument(..., help="Text file with one caption per line."),
+    out: Path = typer.Option(..., "--out", "-o", help="Triplet file to write (JSON lines)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the keyword/template choices."),
+    per_caption: int = typer.Option(1, "--per-caption", min=1, help="Triplets to make from each caption."),
+) -> None:
+    """Rule-based triplets: swap a noun/adjective keyword of each caption, describe the swap."""
+    from calibclip.cir.rtd.triplets import make_triplets, write_triplets
+    from calibclip.cli import console
+    from calibclip.errors import UserError
+
+    if not captions.is_file():
+        raise UserError(f"CAPTIONS {captions}: no such file (one caption per line).")
+    try:
+        lines = captions.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise UserError(f"CAPTIONS {captions}: not UTF-8 text.") from None
+    triplets, skipped = make_triplets(lines, seed=seed, per_caption=per_caption)
+    if not triplets:
+        raise UserError(f"CAPTIONS {captions}: no caption contains a keyword the generator can swap "
+                        "(colours, sizes, materials, common objects/animals/people).")
+    n = write_triplets(triplets, out)
+    console.print(f"[green]wrote[/green] {n} triplets to {out} ({skipped} caption(s) without a swappable keyword)")
+
+
+def _load_phi(path: Path, enc: Any) -> Any:
+    """φ from a checkpoint via calibclip.cir.load_phi, checked against the encoder's sizes."""
+    import torch
+
+    from calibclip.errors import UserError
+
+    if not path.is_file():
+        raise UserError(f"--phi {path}: no such file.")
+    try:
+        from calibclip.cir import load_phi  # type: ignore[attr-defined]
+    except ImportError:
+        raise UserError("--phi: loading φ needs calibclip.cir.load_phi, which this install lacks; "
+                        "use --naive-concat to train without φ.") from None
+    phi = load_phi(path)
+    phi = phi.to(enc.device).eval()
+    with torch.no_grad():
+        out = phi(torch.zeros(2, enc.dim, device=enc.device, dtype=next(phi.parameters()).dtype))
+    if tuple(out.shape) != (2, enc.token_dim):
+        raise UserError(f"--phi {path}: maps {enc.dim} → {tuple(out.shape)[-1]} but model '{enc.name}' needs "
+                        f"{enc.dim} → {enc.token_dim}; use a φ trained for this model.")
+    return phi
+
+
+@rtd_app.command("train")
+@_user_errors
+def train_cmd(
+    model: str = typer.Option(..., "--model", "-m", help="Base CLIP model (HF id or local directory)."),
+    phi: Path = typer.Option(None, "--phi", help="φ checkpoint of the base method (frozen)."),
+    triplets: Path = typer.Option(..., "--triplets", help="Triplet file (JSON lines)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Trained text tower to write (e.g. rtd_text.pt)."),
+    steps: int = typer.Option(2000, "--steps", min=1),
+    batch_size: int = typer.Option(128, "--batch-size", min=2, help="Triplets per micro-batch."),
+    accum: int = typer.Option(4, "--accum", min=1, help="Micro-batches per step, each with its own loss."),
+    lr: float = typer.Option(1e-5, "--lr", min=0.0),
+    wd: float = typer.Option(0.01, "--wd", min=0.0),
+    sigma: float = typer.Option(0.5, "--sigma", min=0.0, help="Noise scale on r before φ."),
+    seed: int = typer.Option(12345, "--seed"),
+    save_every: int = typer.Option(0, "--save-every", min=0, help="Save a resumable state every N steps."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from OUT's saved training state."),
+    val: str = typer.Option(None, "--val", help="Validate on NAME:ROOT (e.g. cirr:/data/cirr)."),
+    val_every: int = typer.Option(0, "--val-every", min=0, help="Validate every N steps (and at the end)."),
+    val_metric: str = typer.Option("R@1", "--val-metric", help="Metric that picks the best checkpoint."),
+    amp: bool = typer.Option(False, "--amp", help="Mixed precision (CUDA only)."),
+    no_anchor: bool = typer.Option(False, "--no-anchor", help="Ablation: the trained tower also encodes targets."),
+    no_refined_batch: bool = typer.Option(False, "--no-refined-batch", help="Ablation: only q_i/k_i pairs."),
+    naive_concat: bool = typer.Option(False, "--naive-concat",
+                                      help="Ablation: 'a photo of {T_r} that {T_c}' as text, no φ."),
+    device: str = typer.Option("auto", "--device"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Fine-tune the text encoder with RTD (AdamW, constant lr); writes OUT, OUT.train.pt, OUT.loss.png."""
+    from calibclip.cir.rtd.config import RTDConfig
+    from calibclip.cir.rtd.train import train_rtd
+    from calibclip.cir.rtd.triplets import read_triplets
+    from calibclip.cir.rtd.validate import build_validator
+    from calibclip.cli import _load_encoder, console
+    from calibclip.errors import UserError
+
+    if phi is None and not naive_concat:
+        raise UserError("--phi is required (the base method's φ checkpoint), or use --naive-concat.")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        data = read_triplets(triplets)
+    _print_warnings(caught)
+    cfg = RTDConfig(steps=steps, batch_size=batch_size, accum=accum, lr=lr, weight_decay=wd, sigma=sigma,
+                    seed=seed, amp=amp, anchor=not no_anchor, refined_batch=not no_refined_batch,
+                    naive_concat=naive_concat)
+    enc = _load_encoder(model, device)
+    phi_mod = None if naive_concat else _load_phi(phi, enc)
+    validate = build_validator(val, phi_mod) if val else None
+    if validate is not None and val_every == 0:
+        val_every = max(1, steps // 10)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = train_rtd(enc, phi_mod, data, out, cfg, save_every=save_every, resume=resume, validate=validate,
+                        val_every=val_every, val_metric=val_metric, progress=not quiet)
+    _print_warnings(caught)
+    last = f"{res.losses[-1]:.4f}" if res.losses else "n/a"
+    console.print(f"[green]trained[/green] {out} ({len(res.losses)} steps, final loss {last}, "
+                  f"{res.triplets_per_second:.1f} triplets/s); state {res.state_path}; curve {res.plot_path}")
+    if res.best is not None:
+        console.print(f"best {res.best['metric']} = {res.best['value']:.4f} at step {res.best['step']}: "
+                      f"{res.best_path}")
