@@ -197,6 +197,10 @@ from calibclip.serve.command import serve_cmd  # noqa: E402  (imports fastapi on
 
 app.command("serve")(user_errors(serve_cmd))
 
+from calibclip.cir.rtd.cli import rtd_app  # noqa: E402
+
+app.add_typer(rtd_app, name="rtd")
+
 
 @app.command("synth")
 @user_errors
