@@ -1,0 +1,149 @@
+"""Composed image retrieval readers: CIRR (rc2), FashionIQ, CIRCO — official annotation layouts.
+
+- CIRR: ``captions/cap.rc2.{split}.json`` (pairid, reference, target_hard, caption, img_set.members) and
+  ``image_splits/split.rc2.{split}.json`` (name → "./dev/name.png"); ``split`` test = ``test1``. The
+  gallery is every image of the split. Annotations may sit in ``root`` or ``root/cirr`` (SEARLE layout);
+  the image paths are resolved against the first folder where they exist.
+- FashionIQ: ``captions/cap.{category}.{split}.json`` (candidate, target, captions[2]),
+  ``image_splits/split.{category}.{split}.json`` (list of names), ``images/{name}.png``; one gallery per
+  category (the split's image list), as CLIP4Cir/SEARLE evaluate it.
+- CIRCO: ``annotations/{split}.json`` (id, reference_img_id, relative_caption, target_img_id, gt_img_ids)
+  with the COCO unlabeled2017 gallery (``COCO2017_unlabeled/annotations/image_info_unlabeled2017.json``,
+  ``COCO2017_unlabeled/unlabeled2017/``), as SEARLE reads it. The reference is not excluded (SEARLE).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from calibclip.data.common import check_images, field_of, find_file, load_json, need_split, pick_base
+from calibclip.data.types import ComposedQuery, ComposedSet
+from calibclip.errors import UserError
+
+CIRR_SPLITS = {"train": "train", "val": "val", "test": "test1", "test1": "test1"}
+FASHIONIQ_CATEGORIES = ("dress", "shirt", "toptee")
+FASHIONIQ_EXTS = (".png", ".jpg", ".jpeg")
+
+
+def read_cirr(root: str | Path, split: str = "val") -> ComposedSet:
+    """Read CIRR rc2 ``split`` (train / val / test; test reads the test1 files)."""
+    need_split(split, tuple(CIRR_SPLITS), "cirr")
+    s = CIRR_SPLITS[split]
+    root = Path(root)
+    cap_path = find_file(root, f"cap.rc2.{s}.json", ("captions", "cirr/captions"), "CIRR")
+    ann_dir = cap_path.parent.parent
+    split_path = find_file(ann_dir, f"split.rc2.{s}.json", ("image_splits",), "CIRR")
+    name_to_rel = load_json(split_path, dict, "a JSON object image name → relative path")
+    if not name_to_rel:
+        raise UserError(f"{split_path}: no images listed.")
+    names = list(name_to_rel)
+    first = str(name_to_rel[names[0]])
+    base = pick_base([ann_dir, root, ann_dir.parent, root / "img_raw", ann_dir / "img_raw"], first, split_path,
+                     "CIRR image folders (train/, dev/, test1/)")
+    paths = [base / str(name_to_rel[n]) for n in names]
+    index = {n: i for i, n in enumerate(names)}
+    what = "CIRR rc2 captions ({'pairid', 'reference', 'caption', 'img_set': {'members'}, 'target_hard'})"
+    caps = load_json(cap_path, list, what)
+
+    def idx(name: str, i: int, role: str) -> int:
+        if name not in index:
+            raise UserError(f"{cap_path}: record {i} {role} '{name}' is not in {split_path.name}; "
+                            "the caption and image-split files must be of the same split.")
+        return index[name]
+
+    queries = []
+    for i, c in enumerate(caps):
+        ref_name = field_of(c, "reference", cap_path, i, what)
+        ref = idx(ref_name, i, "reference")
+        members = [idx(m, i, "img_set member") for m in field_of(c, "img_set", cap_path, i, what).get("members", [])]
+        tgt = idx(c["target_hard"], i, "target_hard") if c.get("target_hard") else None
+        queries.append(ComposedQuery(qid=str(field_of(c, "pairid", cap_path, i, what)), reference_path=paths[ref],
+                                     reference=ref, captions=[str(field_of(c, "caption", cap_path, i, what))],
+                                     target=tgt, positives=[tgt] if tgt is not None else [], members=members))
+    check_images(paths, split_path)
+    return ComposedSet(name="cirr", split=split, image_paths=paths, image_ids=names, queries=queries,
+                       files=[cap_path, split_path])
+
+
+def _fiq_image(img_dir: Path, name: str) -> Path:
+    for ext in FASHIONIQ_EXTS:
+        p = img_dir / f"{name}{ext}"
+        if p.is_file():
+            return p
+    return img_dir / f"{name}.png"
+
+
+def read_fashioniq(root: str | Path, split: str = "val",
+                   categories: tuple[str, ...] = FASHIONIQ_CATEGORIES) -> list[ComposedSet]:
+    """Read FashionIQ ``split`` for each category (dress, shirt, toptee): one ComposedSet per category."""
+    need_split(split, ("train", "val", "test"), "fashioniq")
+    bad = [c for c in categories if c not in FASHIONIQ_CATEGORIES]
+    if bad:
+        raise UserError(f"unknown FashionIQ categories {bad}; use {list(FASHIONIQ_CATEGORIES)}.")
+    root = Path(root)
+    out = []
+    for cat in categories:
+        cap_path = find_file(root, f"cap.{cat}.{split}.json", ("captions", "fashionIQ_dataset/captions"), "FashionIQ")
+        ann_dir = cap_path.parent.parent
+        split_path = find_file(ann_dir, f"split.{cat}.{split}.json", ("image_splits",), "FashionIQ")
+        names = [str(n) for n in load_json(split_path, list, "a JSON list of image names")]
+        img_dir = ann_dir / "images"
+        if not img_dir.is_dir():
+            raise UserError(f"{split_path}: the image folder {img_dir} is missing; expected images/ next to "
+                            "captions/ and image_splits/.")
+        paths = [_fiq_image(img_dir, n) for n in names]
+        index = {n: i for i, n in enumerate(names)}
+        what = "FashionIQ captions ({'candidate', 'target', 'captions': [c1, c2]})"
+        queries = []
+        for i, c in enumerate(load_json(cap_path, list, what)):
+            cand = str(field_of(c, "candidate", cap_path, i, what))
+            texts = field_of(c, "captions", cap_path, i, what)
+            if not isinstance(texts, list) or not texts:
+                raise UserError(f"{cap_path}: record {i} has no captions list.")
+            tgt = None
+            if c.get("target") is not None:
+                if str(c["target"]) not in index:
+                    raise UserError(f"{cap_path}: record {i} target '{c['target']}' is not in {split_path.name}.")
+                tgt = index[str(c["target"])]
+            ref_path = paths[index[cand]] if cand in index else _fiq_image(img_dir, cand)
+            queries.append(ComposedQuery(qid=f"{cat}-{i}", reference_path=ref_path, reference=index.get(cand, -1),
+                                         captions=[str(t) for t in texts], target=tgt,
+                                         positives=[tgt] if tgt is not None else []))
+        check_images(paths + [q.reference_path for q in queries if q.reference < 0], split_path)
+        out.append(ComposedSet(name="fashioniq", split=split, image_paths=paths, image_ids=names, queries=queries,
+                               category=cat, files=[cap_path, split_path]))
+    return out
+
+
+def read_circo(root: str | Path, split: str = "val") -> ComposedSet:
+    """Read CIRCO ``split`` (val / test) with the COCO 2017 unlabeled gallery."""
+    need_split(split, ("val", "test"), "circo")
+    root = Path(root)
+    ann = find_file(root, f"{split}.json", ("annotations",), "CIRCO")
+    coco = root / "COCO2017_unlabeled"
+    info = find_file(coco, "image_info_unlabeled2017.json", ("annotations",), "CIRCO COCO2017_unlabeled")
+    imgs = load_json(info, dict, "COCO image info ({'images': [{'id', 'file_name'}]})").get("images")
+    if not isinstance(imgs, list) or not imgs:
+        raise UserError(f"{info}: no 'images' list; expected COCO image info ({{'images': [{{'id', 'file_name'}}]}}).")
+    img_dir = coco / "unlabeled2017"
+    ids = [str(field_of(m, "id", info, i, "{'id', 'file_name'}")) for i, m in enumerate(imgs)]
+    paths = [img_dir / str(field_of(m, "file_name", info, i, "{'id', 'file_name'}")) for i, m in enumerate(imgs)]
+    index = {n: i for i, n in enumerate(ids)}
+    what = "CIRCO annotations ({'id', 'reference_img_id', 'relative_caption', 'gt_img_ids'})"
+
+    def idx(img_id: object, i: int, role: str) -> int:
+        if str(img_id) not in index:
+            raise UserError(f"{ann}: query {i} {role} {img_id} is not in {info.name}; expected COCO unlabeled2017 ids.")
+        return index[str(img_id)]
+
+    queries = []
+    for i, a in enumerate(load_json(ann, list, what)):
+        ref = idx(field_of(a, "reference_img_id", ann, i, what), i, "reference_img_id")
+        gts = [idx(g, i, "gt_img_ids entry") for g in a.get("gt_img_ids") or [] if str(g) != ""]
+        tgt = idx(a["target_img_id"], i, "target_img_id") if a.get("target_img_id") is not None else None
+        queries.append(ComposedQuery(qid=str(field_of(a, "id", ann, i, what)), reference_path=paths[ref],
+                                     reference=ref, captions=[str(field_of(a, "relative_caption", ann, i, what))],
+                                     target=tgt, positives=gts or ([tgt] if tgt is not None else [])))
+    check_images(paths, info)
+    return ComposedSet(name="circo", split=split, image_paths=paths, image_ids=ids, queries=queries,
+                       files=[ann, info])

@@ -1,0 +1,122 @@
+"""Text↔image retrieval readers: Flickr30K / MSCOCO Karpathy split JSON, and generic (image, caption) files."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from calibclip.data.common import check_images, field_of, find_file, load_json, need_split, pick_base
+from calibclip.data.types import RetrievalSet
+from calibclip.errors import UserError
+
+KARPATHY_FILES = {"flickr30k": "dataset_flickr30k.json", "mscoco": "dataset_coco.json"}
+KARPATHY_SPLITS = ("train", "val", "test", "restval")
+# Where the images usually sit relative to the folder holding the JSON (first match wins).
+IMAGE_DIRS = {"flickr30k": ("flickr30k-images", "flickr30k_images", "images", "Images", ""),
+              "mscoco": ("", "images", "coco")}
+# The standard 1K (Flickr) / 5K (COCO) test protocols use 5 captions per image; a few COCO images have 6–7.
+CAPTIONS_PER_IMAGE = 5
+
+
+def read_karpathy(root: str | Path, dataset: str = "flickr30k", split: str = "test",
+                  captions_per_image: int = CAPTIONS_PER_IMAGE) -> RetrievalSet:
+    """Read ``dataset_flickr30k.json`` / ``dataset_coco.json`` (Karpathy split) under ``root``.
+
+    Gallery = the split's images in file order; queries = their first ``captions_per_image`` raw captions.
+    COCO entries carry ``filepath`` (val2014/train2014); image folders are looked up next to the JSON.
+    """
+    if dataset not in KARPATHY_FILES:
+        raise UserError(f"unknown Karpathy dataset {dataset!r}; use {list(KARPATHY_FILES)}.")
+    need_split(split, KARPATHY_SPLITS, dataset)
+    name = KARPATHY_FILES[dataset]
+    ann = find_file(Path(root), name, ("", "annotations", "karpathy", "data"), f"{dataset} (Karpathy split JSON)")
+    what = f"the Karpathy {name} format ({{'images': [{{'filename', 'split', 'sentences': [{{'raw'}}]}}]}})"
+    obj = load_json(ann, dict, what)
+    if not isinstance(obj.get("images"), list):
+        raise UserError(f"{ann}: no 'images' list; expected {what}.")
+    entries = [e for e in obj["images"] if isinstance(e, dict) and e.get("split") == split]
+    if not entries:
+        splits = sorted({str(e.get("split")) for e in obj["images"] if isinstance(e, dict)})
+        raise UserError(f"{ann}: no images with split '{split}' (splits present: {', '.join(splits) or 'none'}).")
+
+    def rel(e: dict, i: int) -> str:
+        filename = field_of(e, "filename", ann, i, what)
+        return f"{e['filepath']}/{filename}" if e.get("filepath") else filename
+
+    first = rel(entries[0], 0)
+    base = pick_base([ann.parent / d for d in IMAGE_DIRS[dataset]] + [Path(root)], first, ann,
+                     f"{dataset} images")
+    paths, ids, texts, text_image = [], [], [], []
+    for i, e in enumerate(entries):
+        r = rel(e, i)
+        paths.append(base / r)
+        ids.append(str(e.get("cocoid", e.get("imgid", r))))
+        sents = field_of(e, "sentences", ann, i, what)
+        raws = [s.get("raw", " ".join(s.get("tokens", []))) for s in sents if isinstance(s, dict)]
+        if not raws:
+            raise UserError(f"{ann}: image {r} has no sentences; expected 'sentences': [{{'raw': ...}}].")
+        for raw in raws[:captions_per_image]:
+            texts.append(str(raw).strip())
+            text_image.append(len(paths) - 1)
+    check_images(paths, ann)
+    return RetrievalSet(name=dataset, split=split, task="tir", image_paths=paths, image_ids=ids, texts=texts,
+                        text_image=text_image, files=[ann])
+
+
+PAIR_IMAGE_KEYS = ("image", "image_path", "filepath", "file", "path")
+PAIR_TEXT_KEYS = ("caption", "text", "query")
+
+
+def _pair_key(keys: list[str], wanted: tuple[str, ...], path: Path, role: str) -> str:
+    for k in wanted:
+        if k in keys:
+            return k
+    raise UserError(f"{path}: no {role} column/key (have {keys}); expected one of {list(wanted)}.")
+
+
+def read_pairs(path: str | Path) -> RetrievalSet:
+    """A CSV (header row) or JSONL file of (image, caption) pairs; image paths relative to the file's folder.
+
+    Columns/keys: ``image`` (or image_path/filepath/file/path) and ``caption`` (or text/query). An image
+    listed several times is one gallery item with several captions (text→image and image→text).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"--root {path}: expected a .csv or .jsonl file of (image, caption) pairs.")
+    rows: list[dict] = []
+    if path.suffix.lower() == ".csv":
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            rows = list(reader)
+            keys = list(reader.fieldnames or [])
+    elif path.suffix.lower() in (".jsonl", ".ndjson"):
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise UserError(f"{path}: line {n} is not JSON ({exc.msg}).") from None
+                if not isinstance(rows[-1], dict):
+                    raise UserError(f"{path}: line {n} is not a JSON object with image and caption keys.")
+        keys = sorted({k for r in rows for k in r})
+    else:
+        raise UserError(f"{path}: unsupported extension '{path.suffix}'; use .csv or .jsonl.")
+    if not rows:
+        raise UserError(f"{path}: no (image, caption) rows.")
+    ik = _pair_key(keys, PAIR_IMAGE_KEYS, path, "image")
+    tk = _pair_key(keys, PAIR_TEXT_KEYS, path, "caption")
+    index: dict[str, int] = {}
+    paths, texts, text_image = [], [], []
+    for n, r in enumerate(rows, 1):
+        img, cap = str(r.get(ik) or "").strip(), str(r.get(tk) or "").strip()
+        if not img or not cap:
+            raise UserError(f"{path}: row {n} has an empty {ik if not img else tk}.")
+        if img not in index:
+            index[img] = len(paths)
+            paths.append(path.parent / img)
+        texts.append(cap)
+        text_image.append(index[img])
+    check_images(paths, path)
+    return RetrievalSet(name=path.stem, split="all", task="tir", image_paths=paths, image_ids=list(index),
+                        texts=texts, text_image=text_image, files=[path])
