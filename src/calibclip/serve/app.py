@@ -7,6 +7,7 @@ a 4xx status; an unexpected failure is a 500 with no traceback in the body (it g
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from pathlib import Path
@@ -24,9 +25,10 @@ from starlette.exceptions import HTTPException
 
 from calibclip.errors import UserError
 from calibclip.images import BadImage, decode_image, open_image
+from calibclip.serve.batching import TextBatcher
 from calibclip.serve.config import ServeConfig
 from calibclip.serve.media import ImageRefused, media_type, resolve_image, thumbnail
-from calibclip.serve.security import APIKeyMiddleware, BodyLimitMiddleware
+from calibclip.serve.security import APIKeyMiddleware, BodyLimitMiddleware, SecurityHeadersMiddleware
 from calibclip.serve.state import Searcher, Snapshot
 
 log = logging.getLogger("calibclip.serve")
@@ -105,9 +107,18 @@ def create_app(index_path: str | Path, encoder: Any = None, phi: Any = None, api
         encoder = load(Index.open(index_path).store.get_info("model"), device=device)
     searcher = Searcher(index_path, encoder, calibration=resolve_calibration(index_path, calibration), phi=phi)
 
-    app = FastAPI(title="calibclip", version=_version(), docs_url=None, redoc_url=None,
+    batcher = TextBatcher(searcher, max_batch=cfg.max_batch)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        batcher.close()
+        searcher.close()
+
+    app = FastAPI(title="calibclip", version=_version(), docs_url=None, redoc_url=None, lifespan=lifespan,
                   description="Text, image and composed image search over a calibclip index.")
     app.state.searcher = searcher
+    app.state.batcher = batcher
     app.state.config = cfg
     _add_middleware(app, cfg)
     _add_error_handlers(app)
@@ -183,7 +194,8 @@ def create_app(index_path: str | Path, encoder: Any = None, phi: Any = None, api
                 "calibration": {"built": snap.index.calibration is not None, "usable": usable, "reason": why},
                 "composed": {"enabled": searcher.phi is not None,
                              "reason": "" if searcher.phi is not None else "start the server with --phi PATH"},
-                "requests": searcher.requests, "uptime_s": round(time.time() - searcher.started_at, 1),
+                "requests": searcher.requests,
+                "text_batches": {"batches": batcher.batches, "queries": batcher.queries}, "uptime_s": round(time.time() - searcher.started_at, 1),
                 "opened_at": snap.opened_at,
                 "limits": {"max_k": cfg.max_k, "max_query_chars": cfg.max_query_chars,
                            "max_upload_mb": cfg.max_upload_mb, "default_k": cfg.default_k}}
@@ -193,8 +205,8 @@ def create_app(index_path: str | Path, encoder: Any = None, phi: Any = None, api
         """Text → image search."""
         t0 = time.perf_counter()
         query, k = check_text(body.query, "query"), check_k(body.k)
-        result, warns = searcher.call(lambda s: (s, s.index.search(query, k=k)), calib=body.calib)
-        return answer("text", result, warns, t0, query=query, k=k, calib=body.calib)
+        snap, hits, warns = batcher.search(query, k, calib=body.calib)
+        return answer("text", (snap, hits), warns, t0, query=query, k=k, calib=body.calib)
 
     @app.post("/search/image", tags=["search"])
     def search_image(image: UploadFile | None = File(None, description="Query image (or give `id`)."),
@@ -266,7 +278,7 @@ def _version() -> str:
 
 
 def _add_middleware(app: FastAPI, cfg: ServeConfig) -> None:
-    """Innermost first: body limit, API key, then CORS outermost (preflights carry no key)."""
+    """Innermost first: body limit, API key, then CORS (preflights carry no key), headers outermost."""
     app.add_middleware(BodyLimitMiddleware, max_bytes=cfg.max_body_bytes)
     if cfg.api_key:
         app.add_middleware(APIKeyMiddleware, api_key=cfg.api_key)
@@ -276,12 +288,7 @@ def _add_middleware(app: FastAPI, cfg: ServeConfig) -> None:
         app.add_middleware(CORSMiddleware, allow_origins=list(cfg.cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["X-API-Key", "Content-Type"])
 
-    @app.middleware("http")
-    async def security_headers(request: Request, call_next: Any) -> Response:
-        response = await call_next(request)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
-        return response
+    app.add_middleware(SecurityHeadersMiddleware)
 
 
 def _error(status: int, message: str, code: str) -> JSONResponse:

@@ -23,6 +23,7 @@ class ServeConfig:
     thumb_size: int = 256
     thumb_quality: int = 85
     prompt: str = "a photo of $ that {}"
+    max_batch: int = 32  # text queries that arrive while the model is busy share one forward pass
     # multipart framing and the text fields travel with the file; allow for them on top of the file limit
     form_overhead_bytes: int = 64 * 1024
 

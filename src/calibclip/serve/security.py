@@ -108,6 +108,26 @@ class BodyLimitMiddleware:
                 await send_json(send, 413, self._message())
 
 
+class SecurityHeadersMiddleware:
+    """Add ``nosniff`` and ``no-referrer`` to every response (pure ASGI: no per-request task overhead)."""
+
+    HEADERS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer")]
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def with_headers(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *self.HEADERS]}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
 class _TooLarge(HTTPException):
     """Raised from ``receive``; an HTTPException so FastAPI's body parsing lets it through as a 413."""
 

@@ -76,13 +76,16 @@ class Searcher:
         self.requests = 0
         self.started_at = time.time()
 
-    def call(self, fn: Callable[[Snapshot], T], calib: bool = False) -> tuple[T, list[str]]:
-        """Run ``fn(snapshot)`` under the lock, with calibration on or off; returns (result, warnings)."""
+    def call(self, fn: Callable[[Snapshot], T], calib: bool = False, count: int = 1) -> tuple[T, list[str]]:
+        """Run ``fn(snapshot)`` under the lock, with calibration on or off; returns (result, warnings).
+
+        ``count`` is how many requests the call answers (a batch of text queries counts each).
+        """
         if calib and self.calibration is None:
             raise UserError("CalibCLIP is not available on this server (calibclip.calib is missing or the "
                             "server was started without a calibration config); search with calib=false.")
         with self._lock:
-            self.requests += 1
+            self.requests += count
             snap = self.snapshot
             saved = self.encoder.calibration
             self.encoder.calibration = self.calibration if calib else None
