@@ -186,6 +186,43 @@ def plot_losses(losses: Sequence[float], path: Path, val: Sequence[dict[str, Any
     return path
 
 
+def make_optimizer(tower: torch.nn.Module, cfg: RTDConfig) -> torch.optim.AdamW:
+    """AdamW over every parameter of ψ_T^θ, constant lr (fused kernel on CUDA)."""
+    fused = next(tower.parameters()).device.type == "cuda"
+    return torch.optim.AdamW(tower.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
+                             weight_decay=cfg.weight_decay, fused=fused or None)
+
+
+def optimisation_step(enc: Any, tower: torch.nn.Module, phi: torch.nn.Module | None,
+                      triplets: Sequence[Triplet], order: BatchOrder, cfg: RTDConfig, step: int,
+                      opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None = None,
+                      autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+                      anchor: AnchorFn | None = None) -> float:
+    """One optimiser step: ``cfg.accum`` micro-batches, each with its own loss; returns their mean loss."""
+    micro_losses = []
+    for m in range(cfg.accum):
+        idx = order.take((step * cfg.accum + m) * cfg.batch_size, cfg.batch_size)
+        batch = [triplets[i] for i in idx]
+        u, eps = noise_for(cfg, step, m, len(batch), enc.dim)
+        with autocast():
+            q, k = queries_and_keys(enc, tower, phi, batch, cfg, u, eps, anchor)
+            loss = rtd_loss(q, k, cfg.tau)
+        scaled = loss / cfg.accum
+        (scaler.scale(scaled) if scaler is not None else scaled).backward()
+        micro_losses.append(loss.detach())
+    if cfg.max_grad_norm > 0:
+        if scaler is not None:
+            scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(tower.parameters(), cfg.max_grad_norm)
+    if scaler is not None:
+        scaler.step(opt)
+        scaler.update()
+    else:
+        opt.step()
+    opt.zero_grad(set_to_none=True)
+    return float(torch.stack(micro_losses).mean())
+
+
 def train_rtd(enc: Any, phi: torch.nn.Module | None, triplets: Sequence[Triplet], out: str | Path,
               cfg: RTDConfig = RTDConfig(), save_every: int = 0, resume: bool = False,
               validate: Validator | None = None, val_every: int = 0, val_metric: str = "R@1",
@@ -212,9 +249,7 @@ def train_rtd(enc: Any, phi: torch.nn.Module | None, triplets: Sequence[Triplet]
     if phi is not None:
         phi = phi.to(enc.device).eval().requires_grad_(False)
     tower = make_trainable_tower(enc).train()
-    fused = enc.device.type == "cuda"
-    opt = torch.optim.AdamW(tower.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
-                            weight_decay=cfg.weight_decay, fused=fused or None)
+    opt = make_optimizer(tower, cfg)
     scaler = torch.amp.GradScaler("cuda") if needs_scaler else None
 
     result = TrainResult(losses=[], out=paths["out"], state_path=paths["state"])
@@ -266,28 +301,8 @@ def train_rtd(enc: Any, phi: torch.nn.Module | None, triplets: Sequence[Triplet]
     try:
         for step in range(start, cfg.steps):
             ts = time.perf_counter()
-            micro_losses = []
-            for m in range(cfg.accum):
-                idx = order.take((step * cfg.accum + m) * cfg.batch_size, cfg.batch_size)
-                batch = [triplets[i] for i in idx]
-                u, eps = noise_for(cfg, step, m, len(batch), enc.dim)
-                with autocast():
-                    q, k = queries_and_keys(enc, tower, phi, batch, cfg, u, eps, anchor)
-                    loss = rtd_loss(q, k, cfg.tau)
-                scaled = loss / cfg.accum
-                (scaler.scale(scaled) if scaler is not None else scaled).backward()
-                micro_losses.append(loss.detach())
-            if cfg.max_grad_norm > 0:
-                if scaler is not None:
-                    scaler.unscale_(opt)
-                torch.nn.utils.clip_grad_norm_(tower.parameters(), cfg.max_grad_norm)
-            if scaler is not None:
-                scaler.step(opt)
-                scaler.update()
-            else:
-                opt.step()
-            opt.zero_grad(set_to_none=True)
-            step_loss = float(torch.stack(micro_losses).mean())
+            step_loss = optimisation_step(enc, tower, phi, triplets, order, cfg, step, opt, scaler, autocast,
+                                          anchor)
             if not math.isfinite(step_loss):
                 raise UserError(f"the loss became {step_loss} at step {step + 1}; lower --lr (or drop --amp).")
             result.losses.append(step_loss)
