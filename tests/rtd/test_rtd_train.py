@@ -115,22 +115,24 @@ def test_training_lowers_the_loss_and_leaves_frozen_parts_alone(tiny_encoder, tr
     assert read_rtd(paths["out"])["step"] == 8
 
 
-def test_resume_continues_exactly(tiny_encoder, triplets, tmp_path):
+@pytest.mark.parametrize("error,saved_at", [(RuntimeError, 2), (KeyboardInterrupt, 4)])
+def test_resume_continues_exactly(tiny_encoder, triplets, tmp_path, error, saved_at):
     enc, phi = tiny_encoder, make_phi(tiny_encoder)
     cfg = RTDConfig(steps=5, **FAST)
     full = train_rtd(enc, phi, triplets, tmp_path / "a" / "rtd.pt", cfg, progress=False, plot=False)
 
-    def crash_at_4(e):  # an interrupt after step 4; the last saved state is from step 2
-        raise KeyboardInterrupt
+    def crash_at_4(e):  # a crash right after step 4: the periodic state is from step 2, and
+        raise error     # an interrupt (Ctrl-C) also saves the finished step 4
 
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(error), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         train_rtd(enc, phi, triplets, tmp_path / "b" / "rtd.pt", cfg, save_every=2, validate=crash_at_4,
                   val_every=4, progress=False, plot=False)
     state = torch.load(output_paths(tmp_path / "b" / "rtd.pt")["state"], weights_only=True)
-    assert state["step"] == 2 and len(state["losses"]) == 2
+    assert state["step"] == saved_at and len(state["losses"]) == saved_at
     resumed = train_rtd(enc, phi, triplets, tmp_path / "b" / "rtd.pt", cfg, save_every=2, resume=True,
                         progress=False, plot=False)
-    assert resumed.losses == full.losses  # bit-identical sequence, steps 1-2 from the state, 3-5 recomputed
+    assert resumed.losses == full.losses  # bit-identical sequence: saved steps from the state, the rest recomputed
     a, b = read_rtd(tmp_path / "a" / "rtd.pt")["state_dict"], read_rtd(tmp_path / "b" / "rtd.pt")["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     # changed settings cannot silently continue
@@ -210,3 +212,17 @@ def test_train_cli_naive_concat_reports_bad_rows(tiny_model_dir, triplets, tmp_p
     assert r.exit_code == 2 and "--phi is required" in r.output and "Traceback" not in r.output
     r = CliRunner().invoke(app, args + ["--amp"])
     assert r.exit_code == 2 and "CUDA" in r.output
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="mixed precision is CUDA-only")
+def test_amp_training_on_cuda_learns_and_resumes_exactly(tiny_model_dir, triplets, tmp_path):
+    enc = calibclip.load(str(tiny_model_dir), device="cuda")
+    phi = make_phi(enc)
+    cfg = RTDConfig(steps=6, amp=True, **FAST)
+    full = train_rtd(enc, phi, triplets, tmp_path / "a" / "rtd.pt", cfg, progress=False, plot=False)
+    assert sum(full.losses[-2:]) < sum(full.losses[:2])
+    train_rtd(enc, phi, triplets, tmp_path / "b" / "rtd.pt", RTDConfig(steps=3, amp=True, **FAST), progress=False,
+              plot=False)
+    resumed = train_rtd(enc, phi, triplets, tmp_path / "b" / "rtd.pt", cfg, resume=True, progress=False, plot=False)
+    assert resumed.losses == full.losses
+    load_rtd(enc, tmp_path / "a" / "rtd.pt")  # a CUDA-trained checkpoint loads (saved on CPU, float32)

@@ -313,6 +313,15 @@ def train_rtd(enc: Any, phi: torch.nn.Module | None, triplets: Sequence[Triplet]
                 run_validation(done)
             if save_every > 0 and done % save_every == 0 and done < cfg.steps:
                 save_state(done)
+    except KeyboardInterrupt:
+        # keep every finished step: save the state if the optimiser is exactly at the last logged step
+        # (an interrupt inside a step leaves it at the previous one, which is then what is saved)
+        taken = [int(st["step"]) for st in opt.state.values() if "step" in st]
+        if taken and taken[0] == len(result.losses) and len(result.losses) > start:
+            save_state(len(result.losses))
+            warnings.warn(f"interrupted after step {len(result.losses)}; state saved to {paths['state']} — "
+                          "rerun the same command with --resume to continue.", stacklevel=2)
+        raise
     finally:
         bar.close()
         for p, flag in zip(enc.model.parameters(), frozen_flags):
