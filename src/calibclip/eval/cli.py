@@ -1,0 +1,70 @@
+"""`calibclip eval`: the command function (registered in calibclip/cli.py, wrapped by its user_errors)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from calibclip.errors import UserError
+
+console = Console(soft_wrap=True)
+
+
+def default_cache_dir() -> Path:
+    """$CALIBCLIP_CACHE/eval, else ~/.cache/calibclip/eval."""
+    import os
+
+    base = os.environ.get("CALIBCLIP_CACHE")
+    return (Path(base) if base else Path.home() / ".cache" / "calibclip") / "eval"
+
+
+def eval_cmd(
+    dataset: str = typer.Argument(..., help="flickr30k, mscoco, cuhk-pedes, icfg-pedes, rstpreid, cirr, fashioniq, "
+                                  "circo, or pairs (a CSV/JSONL of image,caption given as --root)."),
+    root: Path = typer.Option(..., "--root", "-r", help="Dataset folder (official layout), or the pairs file."),
+    model: str = typer.Option(..., "--model", "-m", help="HF model id or local model directory."),
+    calib: bool = typer.Option(False, "--calib", help="Evaluate with CalibCLIP (CVE gallery, DCC queries)."),
+    calib_config: Path = typer.Option(None, "--calib-config", help="TOML file with CalibConfig fields (implies --calib)."),
+    phi: Path = typer.Option(None, "--phi", help="φ checkpoint for composed retrieval (cirr, fashioniq, circo)."),
+    rtd: Path = typer.Option(None, "--rtd", help="RTD text-encoder checkpoint (composed retrieval)."),
+    compare: str = typer.Option(None, "--compare", help="Two or more configurations in one run, e.g. base,calib "
+                                "or base,rtd; prints the delta."),
+    split: str = typer.Option(None, "--split", help="Split (default: test for TIR/TBPR, val for CIR)."),
+    submission: Path = typer.Option(None, "--submission", help="Write the CIRR/CIRCO test-server JSON here."),
+    markdown: Path = typer.Option(None, "--markdown", help="Append the result row(s) to this Markdown table file."),
+    prompt: str = typer.Option("a photo of $ that {}", "--prompt", help="Composed query template."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1 ..."),
+    results_dir: Path = typer.Option(Path("results"), "--results-dir", help="Where the result JSON files go."),
+    cache_dir: Path = typer.Option(None, "--cache-dir", help="Gallery feature cache (default ~/.cache/calibclip/eval)."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write cached gallery features."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Evaluate a model on a benchmark with its official protocol; writes results/<dataset>-<model>-<config>.json."""
+    from calibclip.eval.report import append_markdown, results_table, summary_lines
+    from calibclip.eval.runner import EvalSpec, evaluate, evaluate_many
+
+    if compare:
+        modes = [m.strip() for m in compare.split(",") if m.strip()]
+        if len(modes) < 2:
+            raise UserError("--compare needs at least two configurations, e.g. base,calib.")
+        if (calib or calib_config is not None) and "calib" not in modes:
+            raise UserError("--calib/--calib-config with --compare: list calib among the configurations.")
+    else:
+        modes = ["rtd" if rtd is not None else "calib" if (calib or calib_config is not None) else "base"]
+    if "rtd" in modes and rtd is None:
+        raise UserError("the rtd configuration needs --rtd CKPT.")
+    spec = EvalSpec(dataset=dataset, root=root, model=model, mode=modes[0], split=split, calib_config=calib_config,
+                    phi=phi, rtd=rtd, prompt=prompt, batch_size=batch_size, device=device,
+                    cache_dir=None if no_cache else (cache_dir or default_cache_dir()), results_dir=results_dir,
+                    submission=submission, progress=not quiet)
+    results = evaluate_many(spec, modes) if len(modes) > 1 else [evaluate(spec)]
+    console.print(results_table(results))
+    for line in summary_lines(results):
+        console.print(line, highlight=False)
+    if markdown is not None:
+        for r in results:
+            append_markdown(markdown, r)
+        console.print(f"appended {len(results)} row(s) to {markdown}", highlight=False)

@@ -1,0 +1,443 @@
+"""Evaluation runner: read a benchmark, encode gallery (cached) and queries, compute the official metrics.
+
+One ``evaluate(spec)`` call = one result row (a configuration: base, calib or rtd). Gallery features
+are cached on disk per (dataset part, model, feature set + its config, data fingerprint), one file per
+feature set: "plain" features are shared by every row of a ``--compare`` run, "cve" by calibrated rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from calibclip.data import ComposedSet, RetrievalSet, canonical, fingerprint, read_dataset
+from calibclip.data import DATASETS
+from calibclip.errors import UserError
+from calibclip.eval import metrics as M
+from calibclip.eval.scoring import FeatureSims, similarity_source
+
+MODES = ("base", "calib", "rtd")
+SUBMISSION_TOP = 50  # CIRR recall and CIRCO submissions: top-50 names per query
+SUBSET_TOP = 3  # CIRR recall_subset submission: top-3 inside the img_set
+FIQ_STRIP = ".?, "  # FashionIQ captions lose these characters at both ends (spec rtd.md §1)
+
+
+@dataclass
+class EvalSpec:
+    """Everything that defines one evaluation row."""
+
+    dataset: str
+    root: Path
+    model: str
+    mode: str = "base"
+    split: str | None = None
+    calib_config: Path | None = None
+    phi: Path | None = None
+    rtd: Path | None = None
+    prompt: str = "a photo of $ that {}"
+    batch_size: int = 64
+    device: str = "auto"
+    cache_dir: Path | None = None  # None: no feature cache
+    results_dir: Path | None = Path("results")
+    submission: Path | None = None
+    progress: bool = True
+
+
+@dataclass
+class EvalResult:
+    """One row: metrics plus the configuration, data fingerprint and timing that produced them."""
+
+    dataset: str
+    split: str
+    model: str
+    config: str
+    metrics: dict[str, float]
+    settings: dict[str, Any]
+    data_fingerprint: str
+    timing: dict[str, float]
+    counts: dict[str, int]
+    notes: list[str] = field(default_factory=list)
+    path: Path | None = None
+    submission: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["path"] = str(self.path) if self.path else None
+        return d
+
+
+# ---------------------------------------------------------------------------------------------- config
+def load_calib_config(path: Path | None) -> Any:
+    """CalibConfig from a TOML file, or the defaults (imported lazily: calib/ is optional at import time)."""
+    try:
+        from calibclip.calib import CalibConfig
+    except ImportError as exc:
+        raise UserError(f"calibrated evaluation needs calibclip.calib, which is not available ({exc}).") from None
+    if path is None:
+        return CalibConfig()
+    if not Path(path).is_file():
+        raise UserError(f"--calib-config {path}: no such file.")
+    return CalibConfig.from_toml(path)
+
+
+def _calib_dict(cfg: Any) -> dict | None:
+    if cfg is None:
+        return None
+    return cfg.to_dict() if hasattr(cfg, "to_dict") else asdict(cfg)
+
+
+def _sha(obj: Any, n: int = 10) -> str:
+    return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
+
+
+def model_fingerprint(model: str) -> str:
+    """Name + (for a local folder) the sizes and mtimes of its files: retrained weights → new cache key."""
+    p = Path(model)
+    files = sorted((str(f.relative_to(p)), f.stat().st_size, int(f.stat().st_mtime))
+                   for f in p.rglob("*") if f.is_file()) if p.is_dir() else []
+    return _sha([str(p.resolve()) if p.is_dir() else model, files])
+
+
+def slug(text: str) -> str:
+    """Filesystem-safe short name (the last path component of a model path or HF id)."""
+    s = re.sub(r"[^A-Za-z0-9._+-]+", "_", Path(str(text).rstrip("/")).name or str(text))
+    return s.strip("._") or "model"
+
+
+def config_label(spec: EvalSpec, calib: Any) -> str:
+    """Row name: base / calib[-<fp>] / rtd-<ckpt>, plus +<phi> for composed retrieval."""
+    label = spec.mode
+    if spec.mode == "calib" and spec.calib_config is not None:
+        label += f"-{_sha(_calib_dict(calib), 6)}"
+    if spec.mode == "rtd" and spec.rtd is not None:
+        label += f"-{slug(Path(spec.rtd).stem)}"
+    if spec.phi is not None:
+        label += f"+{slug(Path(spec.phi).stem)}"
+    return label
+
+
+# ---------------------------------------------------------------------------------------------- encoding
+def _open(path: Path):
+    from calibclip.images import BadImage, open_image
+
+    try:
+        return open_image(path)
+    except BadImage as exc:
+        raise UserError(f"benchmark image unreadable: {exc}") from None
+
+
+def _batches(n: int, size: int):
+    for i in range(0, n, size):
+        yield i, min(n, i + size)
+
+
+def _to_np(x: Any) -> np.ndarray:
+    return (x.detach().float().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, np.float32))
+
+
+def encode_gallery(enc: Any, paths: list[Path], batch_size: int, progress: bool, desc: str) -> dict[str, np.ndarray]:
+    """Feature sets ("plain", plus "cve" with calibration) of every gallery image, decoded in threads."""
+    out: dict[str, list[np.ndarray]] = {}
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool, \
+            tqdm(total=len(paths), desc=desc, unit="img", disable=not progress, leave=False) as bar:
+        for a, b in _batches(len(paths), batch_size):
+            images = list(pool.map(_open, paths[a:b]))
+            feats = enc.image_feature_set(enc.preprocess(images))
+            for k, v in feats.items():
+                out.setdefault(k, []).append(_to_np(v))
+            bar.update(b - a)
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+class FeatureCache:
+    """Gallery features on disk, one ``.npy`` per (part, model, feature set + config, data fingerprint)."""
+
+    def __init__(self, root: Path | None) -> None:
+        self.root = Path(root) if root is not None else None
+
+    def path(self, key: str, feature_set: str, set_fp: str) -> Path | None:
+        return None if self.root is None else self.root / f"{key}.{feature_set}-{set_fp}.npy"
+
+    def load(self, key: str, wanted: dict[str, str]) -> dict[str, np.ndarray] | None:
+        """All ``wanted`` sets (name → config fingerprint) from disk, or None if any is missing."""
+        out = {}
+        for name, fp in wanted.items():
+            p = self.path(key, name, fp)
+            if p is None or not p.is_file():
+                return None
+            out[name] = np.load(p)
+        return out
+
+    def save(self, key: str, feats: dict[str, np.ndarray], fps: dict[str, str]) -> None:
+        from calibclip.index.store import atomic_save_npy
+
+        for name, arr in feats.items():
+            p = self.path(key, name, fps.get(name, "x"))
+            if p is not None:
+                atomic_save_npy(p, arr.astype(np.float32))
+
+
+def gallery_features(enc: Any, paths: list[Path], key: str, cache: FeatureCache, batch_size: int,
+                     progress: bool) -> tuple[dict[str, np.ndarray], bool]:
+    """Gallery feature sets for ``enc`` (cached); returns (features, came_from_cache)."""
+    calib = enc.calibration
+    fps = {"plain": "plain"}
+    if calib is not None:
+        fps["cve"] = _sha(_calib_dict(calib))
+    hit = cache.load(key, fps)
+    if hit is not None:
+        return hit, True
+    feats = encode_gallery(enc, paths, batch_size, progress, f"gallery {key.split('-')[0]}")
+    if calib is not None and "cve" not in feats:  # calibration with CVE switched off: the plain features serve
+        feats["cve"] = feats["plain"]
+    cache.save(key, feats, fps)
+    return feats, False
+
+
+def encode_texts(enc: Any, texts: list[str], batch_size: int, progress: bool) -> dict[str, np.ndarray]:
+    """Query feature sets ("plain", plus "dcc" with calibration) for a list of texts."""
+    out: dict[str, list[np.ndarray]] = {}
+    for a, b in tqdm(list(_batches(len(texts), batch_size)), desc="queries", disable=not progress, leave=False):
+        for k, v in enc.text_feature_set(texts[a:b]).items():
+            out.setdefault(k, []).append(_to_np(v))
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def _composed(enc: Any, images: list, texts: list[str], phi: Any, prompt: str) -> dict[str, np.ndarray]:
+    if enc.calibration is not None:
+        from calibclip.cir import composed_feature_set
+
+        return {k: _to_np(v) for k, v in composed_feature_set(enc, images, texts, phi, prompt=prompt).items()}
+    return {"plain": _to_np(enc.encode_composed(images, texts, phi, prompt=prompt))}
+
+
+def _l2n(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def encode_composed_queries(enc: Any, ds: ComposedSet, phi: Any, prompt: str, batch_size: int, progress: bool
+                            ) -> dict[str, np.ndarray]:
+    """Composed query features. FashionIQ (two captions): normalize(q("c1 and c2") + q("c2 and c1"))."""
+    out: dict[str, list[np.ndarray]] = {}
+    qs = ds.queries
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        for a, b in tqdm(list(_batches(len(qs), batch_size)), desc="composed queries", disable=not progress,
+                         leave=False):
+            batch = qs[a:b]
+            images = list(pool.map(_open, [q.reference_path for q in batch]))
+            if ds.name != "fashioniq":
+                feats = _composed(enc, images, [q.captions[0] for q in batch], phi, prompt)
+            else:
+                pairs = [[t.strip(FIQ_STRIP) for t in q.captions[:2]] for q in batch]
+                f1 = _composed(enc, images, [" and ".join(c) for c in pairs], phi, prompt)
+                f2 = _composed(enc, images, [" and ".join(reversed(c)) for c in pairs], phi, prompt)
+                feats = {k: _l2n(_l2n(f1[k]) + _l2n(f2[k])) for k in f1}
+            for k, v in feats.items():
+                out.setdefault(k, []).append(v)
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+# ---------------------------------------------------------------------------------------------- metrics
+def _part_metrics(ds: RetrievalSet | ComposedSet, q: dict[str, np.ndarray], g: dict[str, np.ndarray], calib: Any,
+                  notes: list[str]) -> tuple[dict[str, float], Any]:
+    src = similarity_source(q, g, calib)
+    if isinstance(ds, RetrievalSet) and ds.task == "tbpr":
+        return M.tbpr_metrics(src, ds.text_pids, ds.image_pids), src
+    if isinstance(ds, RetrievalSet):
+        out = M.tir_metrics(src, ds.text_image, i2t=False)
+        out.pop("rsum")
+        # Image→text always uses plain features: CalibCLIP calibrates text queries only.
+        if calib is not None:
+            notes.append("i2t uses plain features (CalibCLIP re-ranks text→image only)")
+        out.update(M.i2t_metrics(FeatureSims(g["plain"], q["plain"]), ds.text_image))
+        out["rsum"] = sum(out.values())
+        return out, src
+    if not ds.labelled:
+        return {}, src
+    if ds.name == "cirr":
+        return M.cirr_metrics(src, [x.reference for x in ds.queries], [x.target for x in ds.queries],
+                              [x.members for x in ds.queries]), src
+    if ds.name == "circo":
+        return M.circo_metrics(src, [x.positives for x in ds.queries]), src
+    return M.fashioniq_metrics(src, [x.target for x in ds.queries]), src
+
+
+def _average_parts(per_part: dict[str, dict[str, float]]) -> dict[str, float]:
+    """FashionIQ: category/metric for each category, then avg/metric and the overall average."""
+    out = {f"{cat}/{k}": v for cat, m in per_part.items() for k, v in m.items()}
+    keys = sorted({k for m in per_part.values() for k in m})
+    for k in keys:
+        out[f"avg/{k}"] = float(np.mean([m[k] for m in per_part.values() if k in m]))
+    if keys:
+        out["avg"] = float(np.mean([out[f"avg/{k}"] for k in keys]))
+    return out
+
+
+def _submission(ds: ComposedSet, src: Any) -> dict[str, dict[str, Any]]:
+    """Official test-server JSON: CIRR recall (top-50, reference excluded) + recall_subset (top-3); CIRCO top-50."""
+    ids = np.asarray(ds.image_ids, dtype=object)
+    qids = [q.qid for q in ds.queries]
+    if ds.name == "cirr":
+        refs = [q.reference for q in ds.queries]
+        top = M.topk_indices(src, SUBMISSION_TOP, exclude=refs)
+        sub = M.subset_topk(src, [q.members for q in ds.queries], refs, SUBSET_TOP)
+        return {"recall": {"version": "rc2", "metric": "recall", **{k: ids[t].tolist() for k, t in zip(qids, top)}},
+                "recall_subset": {"version": "rc2", "metric": "recall_subset",
+                                  **{k: ids[t[t >= 0]].tolist() for k, t in zip(qids, sub)}}}
+    if ds.name == "circo":
+        top = M.topk_indices(src, SUBMISSION_TOP)
+        return {"recall": {k: ids[t].tolist() for k, t in zip(qids, top)}}
+    raise UserError(f"--submission: {ds.name} has no test server format; use it with cirr or circo.")
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Atomic JSON write (tmp + rename)."""
+    from calibclip.index.store import atomic_write_text
+
+    atomic_write_text(Path(path), json.dumps(obj, indent=1) + "\n")
+
+
+def submission_paths(path: Path) -> dict[str, Path]:
+    """CIRR writes two files: PATH (recall) and PATH with ``_subset`` before the suffix (recall_subset)."""
+    path = Path(path)
+    return {"recall": path, "recall_subset": path.with_name(f"{path.stem}_subset{path.suffix or '.json'}")}
+
+
+# ---------------------------------------------------------------------------------------------- main
+def _load_encoder(spec: EvalSpec, calib: Any) -> Any:
+    from calibclip.backends.loading import load
+
+    enc = load(spec.model, device=spec.device, calibration=calib)
+    if spec.mode == "rtd":
+        if spec.rtd is None:
+            raise UserError("the rtd configuration needs --rtd CKPT (a checkpoint from `calibclip rtd train`).")
+        from calibclip.cir.rtd import load_rtd
+
+        load_rtd(enc, spec.rtd)
+    return enc
+
+
+def evaluate(spec: EvalSpec, enc: Any = None) -> EvalResult:
+    """Run one configuration on one benchmark; write ``results/<dataset>-<model>-<config>.json``.
+
+    ``enc``: an already loaded encoder to reuse (its ``calibration`` is set for this row); else loaded
+    from ``spec.model``.
+    """
+    t_start = time.perf_counter()
+    if spec.mode not in MODES:
+        raise UserError(f"unknown configuration {spec.mode!r}; use {', '.join(MODES)}.")
+    name = canonical(spec.dataset)
+    task, default_split = DATASETS[name]
+    split = spec.split or default_split
+    if task == "cir" and spec.phi is None:
+        raise UserError(f"{name} is composed retrieval: pass --phi (a LinCIR/SEARLE/Pic2Word or train-phi checkpoint).")
+    if spec.mode == "rtd" and task != "cir":
+        raise UserError("--rtd applies to composed retrieval (cirr, fashioniq, circo).")
+    parts = read_dataset(name, spec.root, split)
+    data_fp = fingerprint([f for p in parts for f in p.files], [x for p in parts for x in p.image_paths])
+    calib = load_calib_config(spec.calib_config) if spec.mode == "calib" else None
+    if enc is None:
+        enc = _load_encoder(spec, calib)
+    else:
+        enc.calibration = calib
+    phi = None
+    if spec.phi is not None and task == "cir":
+        from calibclip.cir import load_phi
+
+        phi = load_phi(spec.phi)
+    ds_name = name if split == default_split else f"{name}.{split}"
+    sub_path = spec.submission
+    if sub_path is None and name in ("cirr", "circo") and not all(p.labelled for p in parts):
+        # An unlabelled (test) split can only be scored by the server: write its submission by default.
+        stem = f"{ds_name}-{slug(spec.model)}-{config_label(spec, calib)}"
+        sub_path = Path(spec.results_dir or ".") / f"{stem}-submission.json"
+    if sub_path is not None and name not in ("cirr", "circo"):
+        raise UserError(f"--submission: {name} has no test server format; use it with cirr or circo.")
+    cache = FeatureCache(spec.cache_dir)
+    model_key = f"{slug(spec.model)}-{model_fingerprint(spec.model)}"
+    timing = {"gallery_s": 0.0, "queries_s": 0.0, "metrics_s": 0.0}
+    per_part: dict[str, dict[str, float]] = {}
+    notes: list[str] = []
+    submission: dict[str, dict] = {}
+    cached_all = True
+    n_queries = n_images = 0
+    for part in parts:
+        pname = (part.category if isinstance(part, ComposedSet) else None) or "all"
+        t0 = time.perf_counter()
+        key = f"{name}-{split}-{pname}-{model_key}-{data_fp}"
+        g, cached = gallery_features(enc, part.image_paths, key, cache, spec.batch_size, spec.progress)
+        cached_all &= cached
+        t1 = time.perf_counter()
+        if isinstance(part, RetrievalSet):
+            q = encode_texts(enc, part.texts, max(spec.batch_size, 64), spec.progress)
+        else:
+            q = encode_composed_queries(enc, part, phi, spec.prompt, spec.batch_size, spec.progress)
+        t2 = time.perf_counter()
+        per_part[pname], src = _part_metrics(part, q, g, calib, notes)
+        if sub_path is not None and isinstance(part, ComposedSet):
+            for kind, obj in _submission(part, src).items():
+                submission.setdefault(kind, {}).update(obj)
+        timing["gallery_s"] += t1 - t0
+        timing["queries_s"] += t2 - t1
+        timing["metrics_s"] += time.perf_counter() - t2
+        n_images += len(part.image_paths)
+        n_queries += len(part.texts) if isinstance(part, RetrievalSet) else len(part.queries)
+    metrics = per_part["all"] if list(per_part) == ["all"] else _average_parts(per_part)
+    if not metrics:
+        notes.append(f"{name} {split} has no ground truth: only the submission file is produced")
+    written = []
+    for kind, obj in submission.items():
+        p = submission_paths(sub_path)[kind]
+        write_json(p, obj)
+        written.append(str(p))
+    timing["total_s"] = time.perf_counter() - t_start
+    settings = {"mode": spec.mode, "calibration": _calib_dict(calib), "phi": str(spec.phi) if spec.phi else None,
+                "rtd": str(spec.rtd) if spec.rtd else None, "prompt": spec.prompt if task == "cir" else None,
+                "batch_size": spec.batch_size, "device": str(getattr(enc, "device", spec.device)),
+                "root": str(spec.root), "gallery_cached": cached_all, "tie_rule": "stable by gallery index"}
+    result = EvalResult(dataset=name, split=split, model=spec.model, config=config_label(spec, calib),
+                        metrics={k: round(float(v), 4) for k, v in metrics.items()}, settings=settings,
+                        data_fingerprint=data_fp, timing={k: round(v, 3) for k, v in timing.items()},
+                        counts={"images": n_images, "queries": n_queries}, notes=sorted(set(notes)),
+                        submission=written)
+    if spec.results_dir is not None:
+        result.path = Path(spec.results_dir) / f"{ds_name}-{slug(spec.model)}-{result.config}.json"
+        write_json(result.path, {**result.to_dict(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    return result
+
+
+def evaluate_many(spec: EvalSpec, modes: list[str]) -> list[EvalResult]:
+    """Several configurations on the same benchmark (``--compare``); the encoder is loaded once per model state.
+
+    Calibrated rows encode the gallery once for both "plain" and "cve"; a base row after them reuses the
+    cached "plain" features (and vice versa), so each image is encoded once per image-side configuration.
+    """
+    bad = [m for m in modes if m not in MODES]
+    if bad or len(set(modes)) != len(modes):
+        raise UserError(f"--compare {','.join(modes)}: give distinct configurations among {', '.join(MODES)}.")
+    # Run calibrated rows first so their single gallery pass fills the plain cache too; report in given order.
+    order = sorted(range(len(modes)), key=lambda i: modes[i] != "calib")
+    shared = None
+    results: dict[int, EvalResult] = {}
+    for i in order:
+        row = EvalSpec(**{**asdict(spec), "mode": modes[i]})
+        if spec.submission is not None:  # one submission file per configuration
+            sub = Path(spec.submission)
+            row.submission = sub.with_name(f"{sub.stem}-{modes[i]}{sub.suffix}")
+        if modes[i] == "rtd":
+            results[i] = evaluate(row)  # RTD swaps the text tower in place: its own encoder
+        else:
+            shared = shared if shared is not None else _load_encoder(row, None)
+            results[i] = evaluate(row, enc=shared)
+    return [results[i] for i in range(len(modes))]

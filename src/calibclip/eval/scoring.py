@@ -1,0 +1,57 @@
+"""Lazy similarity sources for the metrics: rows computed on demand, never the whole matrix at once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+class FeatureSims:
+    """Rows of q @ gᵀ for L2-normalised features (cosine similarity), computed per chunk of queries."""
+
+    def __init__(self, queries: np.ndarray, gallery: np.ndarray) -> None:
+        self.q = np.ascontiguousarray(queries, dtype=np.float32)
+        self.g = np.ascontiguousarray(gallery, dtype=np.float32)
+        self.shape = (len(self.q), len(self.g))
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        return self.q[start:stop] @ self.g.T
+
+
+class CalibratedSims:
+    """CalibCLIP ranking as a row source: ``discriminative_scores`` over the whole gallery, per chunk.
+
+    Its ranking (plain top-K candidates re-ranked by s0 + λ·cos(t̃, ṽ), the rest below in plain order)
+    is turned into strictly decreasing pseudo-scores n, n-1, …, 1 so every metric reads exactly that
+    order; the metrics' tie rule therefore never applies on this path.
+    """
+
+    def __init__(self, q_plain: np.ndarray, q_dcc: np.ndarray, g_plain: np.ndarray, g_cve: np.ndarray,
+                 cfg: Any) -> None:
+        self.q_plain = np.ascontiguousarray(q_plain, dtype=np.float32)
+        self.q_dcc = np.ascontiguousarray(q_dcc, dtype=np.float32)
+        self.g_plain = np.ascontiguousarray(g_plain, dtype=np.float32)
+        self.g_cve = np.ascontiguousarray(g_cve, dtype=np.float32)
+        self.cfg = cfg
+        self.shape = (len(self.q_plain), len(self.g_plain))
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        from calibclip.calib import discriminative_scores
+
+        n = self.shape[1]
+        _, order = discriminative_scores(self.q_plain[start:stop], self.q_dcc[start:stop], self.g_plain, self.g_cve,
+                                         self.cfg, n)
+        order = np.asarray(order.cpu() if hasattr(order, "cpu") else order, dtype=np.int64)
+        out = np.zeros((stop - start, n), dtype=np.float32)  # items missing from the ranking (if any) go last
+        np.put_along_axis(out, order, np.arange(n, n - order.shape[1], -1, dtype=np.float32)[None, :], axis=1)
+        return out
+
+
+def similarity_source(queries: dict[str, np.ndarray], gallery: dict[str, np.ndarray], cfg: Any = None
+                      ) -> FeatureSims | CalibratedSims:
+    """Plain cosine rows, or CalibCLIP's ranking when a calibration config and a "dcc" query set are given."""
+    if cfg is None or "dcc" not in queries:
+        return FeatureSims(queries["plain"], gallery["plain"])
+    return CalibratedSims(queries["plain"], queries["dcc"], gallery["plain"], gallery.get("cve", gallery["plain"]),
+                          cfg)

@@ -1,0 +1,183 @@
+"""The evaluation runner end to end on a Flickr-format fixture with the tiny encoder; reports; submissions."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from calibclip.data import ComposedQuery, ComposedSet, fingerprint
+from calibclip.eval import metrics as M
+from calibclip.eval.report import append_markdown, results_table
+from calibclip.eval.runner import EvalSpec, _submission, evaluate, submission_paths
+from calibclip.eval.scoring import CalibratedSims, FeatureSims
+
+WORDS = ["red", "blue", "green", "circle", "square", "dog", "cat", "tree"]
+
+
+def write_flickr(root: Path, n_test: int = 6) -> Path:
+    """A Flickr30K Karpathy fixture: n_test test images (+1 train), 5 captions each, tiny PNGs."""
+    rng = np.random.default_rng(0)
+    images, sentid = [], 0
+    for i in range(n_test + 1):
+        name = f"{1000 + i}.jpg"
+        arr = rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)
+        (root / "flickr30k-images").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(arr).save(root / "flickr30k-images" / name, format="JPEG")
+        sents = []
+        for k in range(5):
+            raw = f"a {WORDS[(i + k) % 8]} {WORDS[(3 * i + k) % 8]} near a {WORDS[(i * k) % 8]}"
+            sents.append({"tokens": raw.split(), "raw": raw, "imgid": i, "sentid": sentid})
+            sentid += 1
+        images.append({"sentids": [s["sentid"] for s in sents], "imgid": i, "sentences": sents,
+                       "split": "train" if i == n_test else "test", "filename": name})
+    (root / "dataset_flickr30k.json").write_text(json.dumps({"images": images, "dataset": "flickr30k"}))
+    return root
+
+
+@pytest.fixture
+def flickr(tmp_path):
+    return write_flickr(tmp_path / "flickr30k")
+
+
+def test_evaluate_flickr_end_to_end(flickr, tmp_path, tiny_encoder, tiny_model_dir):
+    spec = EvalSpec(dataset="flickr30k", root=flickr, model=str(tiny_model_dir), batch_size=4,
+                    cache_dir=tmp_path / "cache", results_dir=tmp_path / "results", progress=False)
+    res = evaluate(spec, enc=tiny_encoder)
+    path = tmp_path / "results" / f"flickr30k-{Path(tiny_model_dir).name}-base.json"
+    assert res.path == path
+    saved = json.loads(path.read_text())
+    # Metrics recomputed independently: full similarity matrix from the encoder's numpy API.
+    from calibclip.data import read_karpathy
+
+    ds = read_karpathy(flickr, "flickr30k", "test")
+    g = tiny_encoder.encode_images([Image.open(p).convert("RGB") for p in ds.image_paths])
+    t = tiny_encoder.encode_texts(ds.texts)
+    expected = M.tir_metrics(t @ g.T, ds.text_image)
+    assert set(saved["metrics"]) == {"t2i_R@1", "t2i_R@5", "t2i_R@10", "i2t_R@1", "i2t_R@5", "i2t_R@10", "rsum"}
+    for k, v in expected.items():
+        assert saved["metrics"][k] == pytest.approx(v, abs=1e-3)
+    assert saved["metrics"]["t2i_R@10"] == 100.0  # only 6 images: every caption's image is in the top 10
+    assert saved["dataset"] == "flickr30k" and saved["split"] == "test" and saved["config"] == "base"
+    assert saved["counts"] == {"images": 6, "queries": 30}
+    assert saved["data_fingerprint"] == fingerprint(ds.files, ds.image_paths)
+    assert saved["settings"]["mode"] == "base" and saved["settings"]["calibration"] is None
+    assert saved["settings"]["gallery_cached"] is False
+    assert set(saved["timing"]) == {"gallery_s", "queries_s", "metrics_s", "total_s"}
+    assert len(list((tmp_path / "cache").glob("*.plain-plain.npy"))) == 1
+
+    again = evaluate(spec, enc=tiny_encoder)  # gallery from the cache, identical numbers
+    assert again.settings["gallery_cached"] is True and again.metrics == res.metrics
+    # Changing an annotation changes the data fingerprint → the cache is not reused.
+    ann = flickr / "dataset_flickr30k.json"
+    ann.write_text(ann.read_text().replace("a red", "one red"))
+    third = evaluate(spec, enc=tiny_encoder)
+    assert third.data_fingerprint != res.data_fingerprint and third.settings["gallery_cached"] is False
+
+
+def test_cli_eval_writes_json_and_markdown(flickr, tmp_path, tiny_model_dir):
+    from calibclip.cli import app
+
+    md = tmp_path / "table.md"
+    args = ["eval", "flickr30k", "--root", str(flickr), "--model", str(tiny_model_dir), "--results-dir",
+            str(tmp_path / "res"), "--cache-dir", str(tmp_path / "cache"), "--markdown", str(md), "-q",
+            "--device", "cpu"]
+    out = CliRunner().invoke(app, args)
+    assert out.exit_code == 0, out.output
+    assert "t2i_R@1" in out.output
+    saved = json.loads(next((tmp_path / "res").glob("flickr30k-*-base.json")).read_text())
+    lines = md.read_text().splitlines()
+    assert lines[0].startswith("| dataset | split | model | config | t2i_R@1 |")
+    assert lines[2].startswith(f"| flickr30k | test | {tiny_model_dir} | base | {saved['metrics']['t2i_R@1']:.2f} |")
+    CliRunner().invoke(app, args)
+    assert len(md.read_text().splitlines()) == 4  # same columns: one more row under the same header
+
+    bad = CliRunner().invoke(app, ["eval", "flickr30k", "--root", str(tmp_path / "nope"), "--model", "x"])
+    assert bad.exit_code == 2 and "no such folder" in bad.output
+    wrong = CliRunner().invoke(app, ["eval", "imagenet", "--root", str(flickr), "--model", "x"])
+    assert wrong.exit_code == 2 and "unknown dataset" in wrong.output
+
+
+def test_markdown_new_header_when_columns_differ(tmp_path):
+    from calibclip.eval.runner import EvalResult
+
+    def row(metrics, cfg="base"):
+        return EvalResult("cirr", "val", "m", cfg, metrics, {}, "fp", {}, {})
+
+    md = tmp_path / "r.md"
+    append_markdown(md, row({"R@1": 10.0}))
+    append_markdown(md, row({"R@1": 12.5}, "calib"))
+    append_markdown(md, row({"mAP@5": 3.0}))
+    text = md.read_text()
+    assert text.count("| dataset |") == 2 and "| cirr | val | m | calib | 12.50 |" in text
+
+
+def test_compare_table_shows_delta():
+    from rich.console import Console
+
+    from calibclip.eval.runner import EvalResult
+
+    a = EvalResult("flickr30k", "test", "m", "base", {"t2i_R@1": 50.0}, {}, "fp", {}, {})
+    b = EvalResult("flickr30k", "test", "m", "calib", {"t2i_R@1": 62.5}, {}, "fp", {}, {})
+    console = Console(record=True, width=100)
+    console.print(results_table([a, b]))
+    text = console.export_text()
+    assert "Δ" in text and "+12.50" in text
+
+
+def _cirr_set(tmp_path: Path) -> ComposedSet:
+    names = ["dev-1-0-img0", "dev-1-0-img1", "dev-1-0-img2", "dev-2-0-img0"]
+    paths = [tmp_path / f"{n}.png" for n in names]
+    qs = [ComposedQuery("101", paths[0], 0, ["x"], 2, [2], [0, 1, 2]),
+          ComposedQuery("102", paths[3], 3, ["y"], None, [], [3, 1])]
+    return ComposedSet("cirr", "test", paths, names, qs)
+
+
+def test_cirr_submission_format(tmp_path):
+    ds = _cirr_set(tmp_path)
+    q = np.array([[1.0, 0.0], [0.0, 1.0]], np.float32)
+    g = np.array([[1.0, 0.0], [0.6, 0.8], [0.8, 0.6], [0.0, 1.0]], np.float32)
+    sub = _submission(ds, FeatureSims(q, g))
+    # query 101: scores 1, .6, .8, 0 → reference 0 removed → img2, img1, dev-2; subset {1, 2} → img2, img1
+    assert sub["recall"] == {"version": "rc2", "metric": "recall",
+                             "101": ["dev-1-0-img2", "dev-1-0-img1", "dev-2-0-img0"],
+                             "102": ["dev-1-0-img1", "dev-1-0-img2", "dev-1-0-img0"]}
+    assert sub["recall_subset"] == {"version": "rc2", "metric": "recall_subset", "101": ["dev-1-0-img2",
+                                    "dev-1-0-img1"], "102": ["dev-1-0-img1"]}
+    assert submission_paths(tmp_path / "out.json")["recall_subset"] == tmp_path / "out_subset.json"
+    circo = ComposedSet("circo", "test", ds.image_paths, ["1", "2", "3", "4"], ds.queries)
+    assert _submission(circo, FeatureSims(q, g))["recall"]["101"] == ["1", "3", "2", "4"]
+
+
+def test_calibrated_sims_follow_discriminative_order(monkeypatch):
+    def discriminative_scores(q_plain, q_dcc, g_plain, g_cve, cfg, k):
+        s = q_plain @ g_plain.T + cfg * (q_dcc @ g_cve.T)
+        order = np.argsort(-s, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(s, order, 1), order
+
+    monkeypatch.setitem(sys.modules, "calibclip.calib", types.SimpleNamespace(discriminative_scores=discriminative_scores))
+    q = np.array([[1.0, 0.0]], np.float32)
+    g = np.array([[0.9, 0.1], [0.5, 0.5], [0.1, 0.9]], np.float32)
+    cve = np.array([[0.0, 0.0], [2.0, 0.0], [0.0, 0.0]], np.float32)
+    src = CalibratedSims(q, q, g, cve, 1.0)  # s = [.9, .5 + 2, .1] → order 1, 0, 2
+    assert src.rows(0, 1).tolist() == [[2.0, 3.0, 1.0]]
+    assert M.ranks_for(src, np.array([[1]])).tolist() == [[0]]
+
+
+def test_compare_base_calib_encodes_gallery_once(flickr, tmp_path, tiny_model_dir):
+    if not hasattr(pytest.importorskip("calibclip.calib"), "discriminative_scores"):
+        pytest.skip("calibclip.calib not written yet")
+    from calibclip.eval.runner import evaluate_many
+
+    spec = EvalSpec(dataset="flickr30k", root=flickr, model=str(tiny_model_dir), cache_dir=tmp_path / "cache",
+                    results_dir=tmp_path / "results", progress=False, device="cpu")
+    base, calib = evaluate_many(spec, ["base", "calib"])
+    assert calib.settings["gallery_cached"] is False and base.settings["gallery_cached"] is True
+    assert base.config == "base" and calib.config == "calib" and calib.settings["calibration"] is not None
+    assert (tmp_path / "results" / f"flickr30k-{Path(tiny_model_dir).name}-calib.json").exists()
