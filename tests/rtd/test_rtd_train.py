@@ -226,3 +226,15 @@ def test_amp_training_on_cuda_learns_and_resumes_exactly(tiny_model_dir, triplet
     resumed = train_rtd(enc, phi, triplets, tmp_path / "b" / "rtd.pt", cfg, resume=True, progress=False, plot=False)
     assert resumed.losses == full.losses
     load_rtd(enc, tmp_path / "a" / "rtd.pt")  # a CUDA-trained checkpoint loads (saved on CPU, float32)
+
+
+def test_train_cli_val_option_errors(tiny_model_dir, triplets, tmp_path):
+    path = tmp_path / "t.jsonl"
+    write_triplets(triplets[:4], path)
+    base = ["rtd", "train", "--model", str(tiny_model_dir), "--triplets", str(path), "--out", str(tmp_path / "o.pt"),
+            "--naive-concat", "--device", "cpu", "-q"]
+    for val, msg in [("nosuch:" + str(tmp_path), "unknown dataset"), ("cirr:" + str(tmp_path / "missing"), "no such"),
+                     ("flickr30k:" + str(tmp_path), "composed-retrieval"), ("cirr", "NAME:ROOT"),
+                     ("cirr:" + str(tmp_path), "--val needs --phi")]:
+        r = CliRunner().invoke(app, base + ["--val", val])
+        assert r.exit_code == 2 and msg in r.output and "Traceback" not in r.output, (val, r.output)

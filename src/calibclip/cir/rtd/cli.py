@@ -99,7 +99,7 @@ def train_cmd(
     seed: int = typer.Option(12345, "--seed"),
     save_every: int = typer.Option(0, "--save-every", min=0, help="Save a resumable state every N steps."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT's saved training state."),
-    val: str = typer.Option(None, "--val", help="Validate on NAME:ROOT (e.g. cirr:/data/cirr)."),
+    val: str = typer.Option(None, "--val", help="Validate on NAME:ROOT[:SPLIT] (e.g. cirr:/data/cirr)."),
     val_every: int = typer.Option(0, "--val-every", min=0, help="Validate every N steps (and at the end)."),
     val_metric: str = typer.Option("R@1", "--val-metric", help="Metric that picks the best checkpoint."),
     amp: bool = typer.Option(False, "--amp", help="Mixed precision (CUDA only)."),
@@ -127,16 +127,21 @@ def train_cmd(
     cfg = RTDConfig(steps=steps, batch_size=batch_size, accum=accum, lr=lr, weight_decay=wd, sigma=sigma,
                     seed=seed, amp=amp, anchor=not no_anchor, refined_batch=not no_refined_batch,
                     naive_concat=naive_concat)
+    validate = None
+    if val:
+        cache = out.parent / f".{out.stem}.val-cache"  # gallery features: the image tower never changes
+        validate = build_validator(val, phi, model, cache_dir=cache)
     enc = _load_encoder(model, device)
     phi_mod = None if naive_concat else _load_phi(phi, enc)
-    validate = build_validator(val, phi_mod) if val else None
     if validate is not None and val_every == 0:
         val_every = max(1, steps // 10)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        res = train_rtd(enc, phi_mod, data, out, cfg, save_every=save_every, resume=resume, validate=validate,
-                        val_every=val_every, val_metric=val_metric, progress=not quiet)
-    _print_warnings(caught)
+        try:
+            res = train_rtd(enc, phi_mod, data, out, cfg, save_every=save_every, resume=resume, validate=validate,
+                            val_every=val_every, val_metric=val_metric, progress=not quiet)
+        finally:  # also on Ctrl-C: the warning says where the state was saved
+            _print_warnings(caught)
     last = f"{res.losses[-1]:.4f}" if res.losses else "n/a"
     console.print(f"[green]trained[/green] {out} ({len(res.losses)} steps, final loss {last}, "
                   f"{res.triplets_per_second:.1f} triplets/s); state {res.state_path}; curve {res.plot_path}")

@@ -1,8 +1,9 @@
 """Validation during RTD training: ``--val NAME:ROOT`` → a callable enc → metrics.
 
 The trainer only needs ``Callable[[Encoder], dict[str, float]]`` (see ``train_rtd``). The CLI
-builds it from the evaluation runner in ``calibclip.eval``; this module is the single hook where
-that runner is wired (integrator: adapt ``_runner`` if the runner's name/signature differs).
+builds it over the evaluation runner (``calibclip.eval.runner.evaluate``): the encoder passed in
+runs the current trained tower, queries are composed with φ exactly as at inference, and gallery
+features are cached on disk (the image tower never changes during RTD, so they are encoded once).
 """
 
 from __future__ import annotations
@@ -12,38 +13,44 @@ from typing import Any, Callable
 
 from calibclip.errors import UserError
 
-DATASETS = ("cirr", "fashioniq", "circo", "genecis")
 
+def parse_val(spec: str) -> tuple[str, Path, str | None]:
+    """'cirr:/data/cirr' or 'cirr:/data/cirr:val' → (dataset, root, split or None = its default)."""
+    name, sep, rest = spec.partition(":")
+    root, split = rest, None
+    if rest.count(":") and not Path(rest).exists():
+        root, _, split = rest.rpartition(":")
+    if not sep or not root:
+        raise UserError(f"--val {spec}: expected NAME:ROOT[:SPLIT], e.g. --val cirr:/data/cirr.")
+    from calibclip.data import DATASETS, canonical
 
-def parse_val(spec: str) -> tuple[str, Path]:
-    """'cirr:/data/cirr' → ('cirr', Path('/data/cirr')), with a UserError naming the option."""
-    name, sep, root = spec.partition(":")
-    name = name.strip().lower()
-    if not sep or name not in DATASETS or not root:
-        raise UserError(f"--val {spec}: expected NAME:ROOT with NAME one of {', '.join(DATASETS)} "
-                        "(e.g. --val cirr:/data/cirr).")
+    try:
+        key = canonical(name)
+    except UserError as exc:
+        raise UserError(f"--val {spec}: {exc}") from None
+    if DATASETS[key][0] != "cir":
+        raise UserError(f"--val {spec}: RTD validates on a composed-retrieval benchmark (cirr, fashioniq, circo).")
     path = Path(root).expanduser()
     if not path.exists():
         raise UserError(f"--val {spec}: no such folder {path}.")
-    return name, path
+    return key, path, split
 
 
-def _runner() -> Callable[..., dict[str, float]]:
-    try:
-        from calibclip.eval import evaluate_cir  # type: ignore[attr-defined]
-    except ImportError:
-        raise UserError("--val: validation needs the composed-retrieval evaluation runner "
-                        "(calibclip.eval.evaluate_cir), which this install does not have yet; "
-                        "train without --val and evaluate the checkpoint with `calibclip eval`.") from None
-    return evaluate_cir
-
-
-def build_validator(spec: str, phi: Any, split: str = "val") -> Callable[[Any], dict[str, float]]:
-    """Validator for ``train_rtd``: evaluates the encoder (running the current tower) on NAME's split."""
-    name, root = parse_val(spec)
-    run = _runner()
+def build_validator(spec: str, phi_path: Path | None, model: str, cache_dir: Path | None = None,
+                    batch_size: int = 64, prompt: str = "a photo of $ that {}") -> Callable[[Any], dict[str, float]]:
+    """Validator for ``train_rtd`` evaluating the encoder (running the current tower) on the benchmark."""
+    name, root, split = parse_val(spec)
+    if phi_path is None:
+        raise UserError("--val needs --phi: validation queries are composed with φ as at inference "
+                        "(also with --naive-concat, which only changes training).")
+    from calibclip.eval.runner import EvalSpec, evaluate
 
     def validate(enc: Any) -> dict[str, float]:
-        return dict(run(enc, name, root, phi=phi, split=split))
+        res = evaluate(EvalSpec(dataset=name, root=root, model=model, mode="base", split=split, phi=phi_path,
+                                prompt=prompt, batch_size=batch_size, device=str(enc.device), cache_dir=cache_dir,
+                                results_dir=None, progress=False), enc=enc)
+        if not res.metrics:
+            raise UserError(f"--val {spec}: this split has no ground truth to validate on; use a labelled split.")
+        return dict(res.metrics)
 
     return validate
