@@ -12,7 +12,7 @@ from calibclip.eval import metrics as M
 def test_positive_ranks_tie_rule_counting_and_sort_agree(monkeypatch):
     s = torch.tensor([[0.5, 0.9, 0.5, 0.1, 0.5]])
     pos = torch.tensor([[2, 0, 4, 3, -1]])
-    expected = [[2, 1, 3, 4, 5]]  # 0.9 first, then the 0.5s in gallery order 0, 2, 4; padding → n
+    expected = [[2, 1, 3, 4, M.MISSING]]  # 0.9 first, then the 0.5s in gallery order 0, 2, 4
     assert M.positive_ranks(s, pos).tolist() == expected
     monkeypatch.setattr(M, "SORT_ABOVE_POSITIVES", 0)  # force the stable-sort path
     assert M.positive_ranks(s, pos).tolist() == expected
@@ -121,3 +121,9 @@ def test_fashioniq_and_genecis():
 def test_query_without_positive_is_an_error():
     with pytest.raises(ValueError, match="label absent"):
         M.tbpr_metrics(np.zeros((1, 2), np.float32), [7], [1, 2])
+
+
+def test_cirr_target_outside_img_set_is_a_subset_miss():
+    sims = np.array([[0.1, 0.9, 0.8, 0.2]], np.float32)
+    out = M.cirr_metrics(sims, reference=[0], target=[3], members=[[0, 1, 2]], ks=(1, 3), subset_ks=(1, 3))
+    assert (out["R@1"], out["R@3"], out["Rsubset@1"], out["Rsubset@3"]) == (0.0, 100.0, 0.0, 0.0)

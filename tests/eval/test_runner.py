@@ -18,6 +18,18 @@ from calibclip.eval.report import append_markdown, results_table
 from calibclip.eval.runner import EvalSpec, _submission, evaluate, submission_paths
 from calibclip.eval.scoring import CalibratedSims, FeatureSims
 
+def png(path: Path, color: int = 0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (8, 8), (color, 255 - color, 0)).save(path)
+    return path
+
+
+def dump(path: Path, obj) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj))
+    return path
+
+
 WORDS = ["red", "blue", "green", "circle", "square", "dog", "cat", "tree"]
 
 
@@ -181,3 +193,76 @@ def test_compare_base_calib_encodes_gallery_once(flickr, tmp_path, tiny_model_di
     assert calib.settings["gallery_cached"] is False and base.settings["gallery_cached"] is True
     assert base.config == "base" and calib.config == "calib" and calib.settings["calibration"] is not None
     assert (tmp_path / "results" / f"flickr30k-{Path(tiny_model_dir).name}-calib.json").exists()
+
+
+@pytest.fixture
+def fake_cir(monkeypatch, tiny_encoder):
+    """Stand-in for calibclip.cir while it is being written: the composed query is the text alone."""
+    calls = []
+
+    def encode_composed(enc, images, texts, phi, prompt="a photo of $ that {}"):
+        calls.append(list(texts))
+        return enc.encode_texts([prompt.replace("$", "x").format(t) for t in texts])
+
+    monkeypatch.setitem(sys.modules, "calibclip.cir",
+                        types.SimpleNamespace(load_phi=lambda path: "phi", encode_composed=encode_composed))
+    return calls
+
+
+def test_evaluate_cirr_val_and_test_submission(tmp_path, tiny_encoder, tiny_model_dir, fake_cir):
+    from calibclip.data import read_cirr
+
+    root = tmp_path / "cirr"
+    names = [f"dev-147-1-img{k}" for k in range(4)] + ["dev-980-0-img0"]
+    for k, n in enumerate(names):
+        png(root / "dev" / f"{n}.png", 50 * k)
+    dump(root / "image_splits" / "split.rc2.val.json", {n: f"./dev/{n}.png" for n in names})
+    dump(root / "captions" / "cap.rc2.val.json", [
+        {"pairid": 1, "reference": names[1], "target_hard": names[3], "target_soft": {names[3]: 1.0},
+         "caption": "make it red", "img_set": {"id": 183, "members": names[:4]}},
+        {"pairid": 2, "reference": names[0], "target_hard": names[4], "target_soft": {names[4]: 1.0},
+         "caption": "more dogs", "img_set": {"id": 183, "members": names[:4]}}])
+    dump(root / "image_splits" / "split.rc2.test1.json", {"test1-1-0-img0": "./test1/test1-1-0-img0.png",
+                                                         "test1-1-0-img1": "./test1/test1-1-0-img1.png"})
+    dump(root / "captions" / "cap.rc2.test1.json", [
+        {"pairid": 1, "reference": "test1-1-0-img0", "caption": "x",
+         "img_set": {"id": 1, "members": ["test1-1-0-img0", "test1-1-0-img1"]}}])
+    png(root / "test1" / "test1-1-0-img0.png")
+    png(root / "test1" / "test1-1-0-img1.png", 99)
+    phi = tmp_path / "phi.pt"
+    phi.write_bytes(b"x")
+    spec = EvalSpec(dataset="cirr", root=root, model=str(tiny_model_dir), phi=phi, split="val",
+                    results_dir=tmp_path / "res", progress=False)
+    res = evaluate(spec, enc=tiny_encoder)
+    ds = read_cirr(root, "val")
+    g = tiny_encoder.encode_images([Image.open(p).convert("RGB") for p in ds.image_paths])
+    q = tiny_encoder.encode_texts([f"a photo of x that {x.captions[0]}" for x in ds.queries])
+    expected = M.cirr_metrics(q @ g.T, [x.reference for x in ds.queries], [x.target for x in ds.queries],
+                              [x.members for x in ds.queries])
+    assert res.metrics == pytest.approx({k: round(v, 4) for k, v in expected.items()}, abs=1e-3)
+    assert res.config == "base+phi" and res.path.name == f"cirr-{Path(tiny_model_dir).name}-base+phi.json"
+    assert fake_cir[0] == ["make it red", "more dogs"]
+
+    test = evaluate(EvalSpec(**{**spec.__dict__, "split": "test"}), enc=tiny_encoder)
+    assert test.metrics == {} and len(test.submission) == 2  # unlabelled: the server files by default
+    recall = json.loads(Path(test.submission[0]).read_text())
+    assert recall["version"] == "rc2" and recall["metric"] == "recall" and recall["1"] == ["test1-1-0-img1"]
+    subset = json.loads(Path(test.submission[1]).read_text())
+    assert subset["metric"] == "recall_subset" and subset["1"] == ["test1-1-0-img1"]
+
+
+def test_evaluate_fashioniq_averages_both_caption_orders(tmp_path, tiny_encoder, tiny_model_dir, fake_cir):
+    for cat in ("dress", "shirt", "toptee"):
+        names = [f"{cat}{k}" for k in range(3)]
+        for k, n in enumerate(names):
+            png(tmp_path / "images" / f"{n}.png", 40 * k)
+        dump(tmp_path / "image_splits" / f"split.{cat}.val.json", names)
+        dump(tmp_path / "captions" / f"cap.{cat}.val.json",
+             [{"candidate": names[0], "target": names[1], "captions": ["is red.", "has a dog?"]}])
+    phi = tmp_path / "phi.pt"
+    phi.write_bytes(b"x")
+    res = evaluate(EvalSpec(dataset="fashioniq", root=tmp_path, model=str(tiny_model_dir), phi=phi,
+                            results_dir=None, progress=False), enc=tiny_encoder)
+    assert fake_cir[:2] == [["is red and has a dog"], ["has a dog and is red"]]
+    assert set(res.metrics) == {f"{c}/R@{k}" for c in ("dress", "shirt", "toptee", "avg") for k in (10, 50)} | {"avg"}
+    assert res.metrics["avg/R@10"] == 100.0  # 3-image galleries: the target is always within the top 10

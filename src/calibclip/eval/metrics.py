@@ -25,6 +25,8 @@ import torch
 CHUNK_ELEMENTS = 1 << 24
 # Above this many positives per query, ranking by a stable sort is cheaper than counting.
 SORT_ABOVE_POSITIVES = 32
+# Rank given to padding / absent positives: beyond any K.
+MISSING = np.iinfo(np.int64).max
 
 
 @runtime_checkable
@@ -87,7 +89,7 @@ def pad_lists(lists: Sequence[Sequence[int]], fill: int = -1) -> np.ndarray:
 def positive_ranks(scores: np.ndarray | torch.Tensor, positives: np.ndarray | torch.Tensor) -> np.ndarray:
     """0-based ranks (b, P) of gallery items ``positives`` (b, P; -1 = padding) in each row of ``scores``.
 
-    Ties are broken by gallery index (see module docstring). Padded entries get rank ``n`` (past the end).
+    Ties are broken by gallery index (see module docstring). Padded entries get rank ``MISSING``.
     """
     s = np.asarray(_np(scores), dtype=np.float32)
     pos = _np(positives).astype(np.int64).reshape(len(s), -1)
@@ -111,7 +113,7 @@ def positive_ranks(scores: np.ndarray | torch.Tensor, positives: np.ndarray | to
             before = np.arange(n)[None, None, :] < pt
             ranks[tied] += np.count_nonzero((st == np.take_along_axis(s[tied], safe[tied], 1)[:, :, None])
                                             & before, axis=-1)
-    return np.where(valid, ranks, n)
+    return np.where(valid, ranks, MISSING)
 
 
 def _exclude(block: np.ndarray, exclude: np.ndarray | None) -> np.ndarray:
@@ -161,9 +163,8 @@ def recall_from_ranks(ranks: np.ndarray, ks: Sequence[int]) -> dict[int, float]:
 
 def _sorted_positive_ranks(ranks: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Ranks sorted ascending per row (invalid pushed last) and the matching validity mask."""
-    big = np.iinfo(np.int64).max
-    r = np.sort(np.where(valid, ranks, big), axis=1)
-    return r, r < big
+    r = np.sort(np.where(valid, ranks, MISSING), axis=1)
+    return r, r < MISSING
 
 
 def ap_inp_from_ranks(ranks: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -267,12 +268,12 @@ def _subset_scores(sims: Scores, mem: np.ndarray) -> np.ndarray:
 
 
 def subset_ranks(sims: Scores, members: Ragged, target: Ints, reference: Ints) -> np.ndarray:
-    """0-based rank (m,) of the target among its query's ``img_set`` members (reference excluded)."""
+    """0-based rank (m,) of the target among its query's ``img_set`` members (reference excluded; absent → miss)."""
     mem = _members(members, _ints(reference))
     where = mem == _ints(target)[:, None]
-    if not where.any(1).all():
-        raise ValueError("a CIRR target is not among its query's img_set members")
-    return positive_ranks(_subset_scores(sims, mem), where.argmax(1)[:, None]).reshape(-1)
+    # A target outside its img_set counts as a miss, as in the CIRR evaluation code (no label in the group).
+    local = np.where(where.any(1), where.argmax(1), -1)[:, None]
+    return positive_ranks(_subset_scores(sims, mem), local).reshape(-1)
 
 
 def subset_topk(sims: Scores, members: Ragged, reference: Ints, k: int = 3) -> np.ndarray:

@@ -318,21 +318,23 @@ def submission_paths(path: Path) -> dict[str, Path]:
 def _load_encoder(spec: EvalSpec, calib: Any) -> Any:
     from calibclip.backends.loading import load
 
-    enc = load(spec.model, device=spec.device, calibration=calib)
-    if spec.mode == "rtd":
-        if spec.rtd is None:
-            raise UserError("the rtd configuration needs --rtd CKPT (a checkpoint from `calibclip rtd train`).")
-        from calibclip.cir.rtd import load_rtd
+    return load(spec.model, device=spec.device, calibration=calib)
 
-        load_rtd(enc, spec.rtd)
-    return enc
+
+def _apply_rtd(enc: Any, spec: EvalSpec) -> None:
+    """Swap in the RTD text tower (in place) for an rtd row."""
+    if spec.rtd is None:
+        raise UserError("the rtd configuration needs --rtd CKPT (a checkpoint from `calibclip rtd train`).")
+    from calibclip.cir.rtd import load_rtd
+
+    load_rtd(enc, spec.rtd)
 
 
 def evaluate(spec: EvalSpec, enc: Any = None) -> EvalResult:
     """Run one configuration on one benchmark; write ``results/<dataset>-<model>-<config>.json``.
 
-    ``enc``: an already loaded encoder to reuse (its ``calibration`` is set for this row); else loaded
-    from ``spec.model``.
+    ``enc``: an already loaded encoder to reuse (its ``calibration`` is set for this row, and an rtd row
+    swaps its text tower in place); else loaded from ``spec.model``.
     """
     t_start = time.perf_counter()
     if spec.mode not in MODES:
@@ -351,6 +353,8 @@ def evaluate(spec: EvalSpec, enc: Any = None) -> EvalResult:
         enc = _load_encoder(spec, calib)
     else:
         enc.calibration = calib
+    if spec.mode == "rtd":
+        _apply_rtd(enc, spec)  # in place: a later base row needs a fresh encoder (evaluate_many does that)
     phi = None
     if spec.phi is not None and task == "cir":
         from calibclip.cir import load_phi
