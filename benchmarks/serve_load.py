@@ -190,7 +190,7 @@ def main() -> None:
     print(f"\n/search/text, k={args.k}, {args.duration:g} s each, model={args.index or args.size}, "
           f"torch threads={args.threads}, {os.cpu_count()} CPUs")
     print(f"{'':28s}{'req/s':>10s}{'p50 ms':>10s}{'p99 ms':>10s}{'failed':>8s}{'requests':>10s}")
-    for name, r in ((f"direct (in-process, 1 thread)", base), (f"served ({args.clients} clients, HTTP)", srv)):
+    for name, r in (("direct (in-process, 1 thread)", base), (f"served ({args.clients} clients, HTTP)", srv)):
         print(f"{name:28s}{r['rps']:10.1f}{r['p50_ms']:10.2f}{r['p99_ms']:10.2f}{r['failed']:8d}{r['requests']:10d}")
     print(f"served/direct throughput ratio: {ratio:.2f}x  (failed requests: {srv['failed']})")
     if srv["failed"]:

@@ -347,7 +347,7 @@ def test_unexpected_errors_are_json_500_without_traceback(shared_collection, tin
     monkeypatch.setattr(Index, "search", boom)
     c = make_client(shared_collection[1], tiny_encoder, raise_server_exceptions=False)
     resp = c.post("/search/text", json={"query": "a cat"})
-    body = _assert_json_error(resp, 500, "internal")
+    _assert_json_error(resp, 500, "internal")
     assert "secret internal detail" not in resp.text
 
 

@@ -84,7 +84,7 @@ def _calib_usable(snap: Snapshot, cfg: Any) -> tuple[bool, str]:
     """Whether calib=true can work on this index, and why not (mirrors ``Index._check_calibration``)."""
     if cfg is None:
         return False, "calibclip.calib is not available on this server"
-    built = snap.index.calibration
+    built = snap.calibration
     want = cfg.to_dict()
     if built is None and want.get("cve", False):
         return False, "the index was built without --calib (no CVE features); rebuild it with --calib"
@@ -187,11 +187,11 @@ def create_app(index_path: str | Path, encoder: Any = None, phi: Any = None, api
     def stats() -> dict:
         """Index size, model, what the page may offer (calibration, composed search), counters."""
         snap = searcher.snapshot
-        info = snap.index.info
+        info = snap.info
         usable, why = _calib_usable(snap, searcher.calibration)
         return {"images": snap.size, "model": info.get("model"), "dim": int(info.get("dim", 0) or 0),
                 "dtype": info.get("dtype"), "index": str(searcher.index_path),
-                "calibration": {"built": snap.index.calibration is not None, "usable": usable, "reason": why},
+                "calibration": {"built": snap.calibration is not None, "usable": usable, "reason": why},
                 "composed": {"enabled": searcher.phi is not None,
                              "reason": "" if searcher.phi is not None else "start the server with --phi PATH"},
                 "requests": searcher.requests,

@@ -33,6 +33,8 @@ class Snapshot:
     id_to_path: dict[int, str]
     id_to_pos: dict[int, int]
     opened_at: float
+    info: dict[str, str]  # the index's info table, read once: no SQLite access outside the lock
+    calibration: dict | None  # CalibConfig (as a dict) the gallery was embedded with
 
     @property
     def size(self) -> int:
@@ -56,10 +58,12 @@ def open_snapshot(path: Path, encoder: Any) -> Snapshot:
     _share_connection(index)
     ids, _, paths = index.matrix()
     index._faiss_index()  # warm: built here, outside the lock
-    folder = index.info.get("folder")
+    info = index.info
+    folder = info.get("folder")
     return Snapshot(index=index, folder=Path(folder).resolve() if folder else None,
                     id_to_path={int(i): p for i, p in zip(ids, paths)},
-                    id_to_pos={int(i): n for n, i in enumerate(ids)}, opened_at=time.time())
+                    id_to_pos={int(i): n for n, i in enumerate(ids)}, opened_at=time.time(),
+                    info=info, calibration=index.calibration)
 
 
 class Searcher:
