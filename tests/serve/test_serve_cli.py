@@ -68,6 +68,7 @@ def test_public_bind_without_key_warns(shared_collection, captured):
 @pytest.mark.parametrize("extra, message", [
     ([], "not a calibclip index"),
     (["--phi", "/nonexistent/phi.pt"], "--phi"),
+    (["--rtd", "/nonexistent/rtd.pt"], "--rtd"),
 ])
 def test_bad_arguments_are_one_line_errors(tmp_path, shared_collection, captured, extra, message):
     target = str(tmp_path / "missing.idx") if not extra else str(shared_collection[1])

@@ -19,6 +19,7 @@ def serve_cmd(
     api_key: str = typer.Option(None, "--api-key", envvar="CALIBCLIP_API_KEY", show_envvar=True,
                                 help="Require this key on every API route (header X-API-Key or ?api_key=)."),
     phi: Path = typer.Option(None, "--phi", help="φ checkpoint: enables composed (image + text) search."),
+    rtd: Path = typer.Option(None, "--rtd", help="RTD text-encoder checkpoint (from `calibclip rtd train`)."),
     calib_config: Path = typer.Option(None, "--calib-config", help="TOML with CalibConfig fields for the "
                                       "CalibCLIP toggle (default: the config the index was built with)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1 ..."),
@@ -41,12 +42,17 @@ def serve_cmd(
     if not (index_path / "meta.sqlite").exists():
         raise UserError(f"{index_path}: not a calibclip index; build it with `calibclip index FOLDER --out "
                         f"{index_path}`.")
-    if phi is not None and not phi.exists():
-        raise UserError(f"--phi {phi}: no such file.")
+    for flag, path in (("--phi", phi), ("--rtd", rtd)):
+        if path is not None and not path.exists():
+            raise UserError(f"{flag} {path}: no such file.")
     store = EmbeddingStore(index_path)
     model = store.get_info("model")
     store.close()
     enc = _load_encoder(model, device)
+    if rtd is not None:
+        from calibclip.cir.rtd import load_rtd
+
+        load_rtd(enc, rtd)
     calibration = _calibration(False, calib_config) if calib_config is not None else "auto"
     loaded_phi = None
     if phi is not None:
