@@ -266,3 +266,20 @@ def test_evaluate_fashioniq_averages_both_caption_orders(tmp_path, tiny_encoder,
     assert fake_cir[:2] == [["is red and has a dog"], ["has a dog and is red"]]
     assert set(res.metrics) == {f"{c}/R@{k}" for c in ("dress", "shirt", "toptee", "avg") for k in (10, 50)} | {"avg"}
     assert res.metrics["avg/R@10"] == 100.0  # 3-image galleries: the target is always within the top 10
+
+
+def test_evaluate_tbpr_on_synthetic_cuhk_pedes(tmp_path, tiny_encoder, tiny_model_dir):
+    synth = pytest.importorskip("calibclip.data.synth")
+    root = tmp_path / "cuhk-pedes"
+    synth.generate(root, "tbpr", {"test": 12}, seed=0, progress=False)
+    res = evaluate(EvalSpec(dataset="cuhk-pedes", root=root, model=str(tiny_model_dir), results_dir=tmp_path,
+                            progress=False), enc=tiny_encoder)
+    from calibclip.data import read_irra
+
+    ds = read_irra(root, "cuhk-pedes", "test")
+    g = tiny_encoder.encode_images([Image.open(p).convert("RGB") for p in ds.image_paths])
+    t = tiny_encoder.encode_texts(ds.texts)
+    expected = M.tbpr_metrics(t @ g.T, ds.text_pids, ds.image_pids)
+    assert set(res.metrics) == {"R@1", "R@5", "R@10", "mAP", "mINP"}
+    assert res.metrics == pytest.approx({k: round(v, 4) for k, v in expected.items()}, abs=1e-3)
+    assert json.loads(res.path.read_text())["counts"]["images"] == len(ds.image_paths)

@@ -1,0 +1,1 @@
+"""Evaluation: official retrieval metrics (``metrics``), the benchmark runner (``runner``) and reports."""

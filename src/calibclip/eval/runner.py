@@ -430,6 +430,8 @@ def evaluate_many(spec: EvalSpec, modes: list[str]) -> list[EvalResult]:
     bad = [m for m in modes if m not in MODES]
     if bad or len(set(modes)) != len(modes):
         raise UserError(f"--compare {','.join(modes)}: give distinct configurations among {', '.join(MODES)}.")
+    if "calib" in modes:
+        load_calib_config(spec.calib_config)  # fail before any encoding if calibration is unavailable
     # Run calibrated rows first so their single gallery pass fills the plain cache too; report in given order.
     order = sorted(range(len(modes)), key=lambda i: modes[i] != "calib")
     shared = None
