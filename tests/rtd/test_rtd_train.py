@@ -10,7 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 import calibclip
-from calibclip.cir.rtd import (RTDConfig, Triplet, load_rtd, make_trainable_tower, make_triplets, noise_for,
+from calibclip.cir.rtd import (RTDConfig, load_rtd, make_trainable_tower, make_triplets, noise_for,
                                output_paths, queries_and_keys, read_rtd, rtd_loss, train_rtd, write_triplets)
 from calibclip.cli import app
 from calibclip.errors import UserError
