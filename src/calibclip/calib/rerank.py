@@ -1,0 +1,113 @@
+"""Discriminative similarity and re-ranking (spec §0, §3).
+
+s0 = t·v (plain features); C_K = top-K by s0 (reliable candidate space); inside C_K
+s = s0 + λ·(t̃·ṽ) with t̃ the DCC query and ṽ the CVE gallery feature; items outside C_K keep
+their s0 order below the candidates. Features are L2-normalised, so dot products are cosines.
+Ties are broken by ascending gallery index (the evaluation's tie rule).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from calibclip.calib.config import CalibConfig
+
+_CHUNK_FLOATS = 1 << 24  # ~64 MB of float32 per query chunk
+
+
+def sort_desc_by_id(cols: np.ndarray, vals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sort each row of (cols, vals) by vals descending, ties by ascending column index."""
+    by_id = np.argsort(cols, axis=1, kind="stable")
+    cols, vals = np.take_along_axis(cols, by_id, 1), np.take_along_axis(vals, by_id, 1)
+    order = np.argsort(-vals, axis=1, kind="stable")
+    return np.take_along_axis(cols, order, 1), np.take_along_axis(vals, order, 1)
+
+
+def top_k_desc(scores: np.ndarray, k: int) -> np.ndarray:
+    """(m, n) → (m, k) column indices of the k largest per row, descending, ties by ascending index."""
+    n = scores.shape[1]
+    k = min(k, n)
+    if k == 0:
+        return np.zeros((len(scores), 0), np.int64)
+    if k == n:
+        return np.argsort(-scores, axis=1, kind="stable")
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    top, vals = sort_desc_by_id(part, np.take_along_axis(scores, part, 1))
+    kth = vals[:, -1:]
+    # argpartition picks arbitrarily among values tied at the boundary; redo those rare rows exactly
+    tied = (scores == kth).sum(axis=1) > (vals == kth).sum(axis=1)
+    if tied.any():
+        top[tied] = np.argsort(-scores[tied], axis=1, kind="stable")[:, :k]
+    return top
+
+
+def rerank_candidates(s0: np.ndarray, cand: np.ndarray, disc: np.ndarray, lam: float) -> tuple[np.ndarray, np.ndarray]:
+    """s = s0[cand] + lam·disc for candidates (m, K) → (candidates sorted by s desc, sorted s)."""
+    s = np.take_along_axis(s0, cand, 1) + np.float32(lam) * disc
+    ids, s = sort_desc_by_id(cand, s)
+    return ids, s.astype(np.float32)
+
+
+def _chunk(n: int, width: int) -> int:
+    return max(1, _CHUNK_FLOATS // max(1, n, width))
+
+
+def discriminative_scores(q_plain: np.ndarray, q_dcc: np.ndarray, g_plain: np.ndarray, g_cve: np.ndarray,
+                          cfg: CalibConfig, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k (scores (m, k) float32, ids (m, k) int64) per query with CalibCLIP re-ranking.
+
+    Ranks 1..K are the candidates C_K ordered by s = s0 + λ·(q_dcc·g_cve); ranks beyond K (when k > K)
+    follow in s0 order with their s0 as score, so scores need not decrease across the K boundary.
+    With ``cfg.disc_sim`` False this is plain top-k by s0. Chunked over queries.
+    """
+    q_plain, q_dcc = np.asarray(q_plain, np.float32), np.asarray(q_dcc, np.float32)
+    g_plain, g_cve = np.asarray(g_plain, np.float32), np.asarray(g_cve, np.float32)
+    m, n = len(q_plain), len(g_plain)
+    k = min(k, n)
+    scores = np.zeros((m, k), np.float32)
+    ids = np.zeros((m, k), np.int64)
+    big_k = min(cfg.rerank_k, n)
+    step = _chunk(n, big_k * g_plain.shape[1] if n else 1)
+    for a in range(0, m, step):
+        b = min(m, a + step)
+        s0 = q_plain[a:b] @ g_plain.T
+        if not cfg.disc_sim or k == 0:
+            top = top_k_desc(s0, k)
+            ids[a:b], scores[a:b] = top, np.take_along_axis(s0, top, 1)
+            continue
+        cand = top_k_desc(s0, max(k, big_k))
+        head = cand[:, :big_k]
+        disc = np.einsum("qd,qkd->qk", q_dcc[a:b], g_cve[head])
+        head_ids, head_s = rerank_candidates(s0, head, disc, cfg.lam)
+        all_ids = np.concatenate([head_ids, cand[:, big_k:]], axis=1)[:, :k]
+        all_s = np.concatenate([head_s, np.take_along_axis(s0, cand[:, big_k:], 1)], axis=1)[:, :k]
+        ids[a:b], scores[a:b] = all_ids, all_s
+    return scores, ids
+
+
+def discriminative_matrix(q_plain: np.ndarray, q_dcc: np.ndarray, g_plain: np.ndarray, g_cve: np.ndarray,
+                          cfg: CalibConfig) -> np.ndarray:
+    """(m, n) float32 scores whose descending order is the CalibCLIP ranking (for full-ranking metrics).
+
+    Candidates C_K get s = s0 + λ·(q_dcc·g_cve); every other item gets s0 − offset, with the constant
+    offset = 3 + 2·|λ| larger than any gap between cosines, so all of them fall below every candidate
+    while keeping their s0 order. With ``cfg.disc_sim`` False this is s0.
+    """
+    q_plain, q_dcc = np.asarray(q_plain, np.float32), np.asarray(q_dcc, np.float32)
+    g_plain, g_cve = np.asarray(g_plain, np.float32), np.asarray(g_cve, np.float32)
+    m, n = len(q_plain), len(g_plain)
+    out = np.zeros((m, n), np.float32)
+    big_k = min(cfg.rerank_k, n)
+    step = _chunk(n, big_k * g_plain.shape[1] if n else 1)
+    for a in range(0, m, step):
+        b = min(m, a + step)
+        s0 = q_plain[a:b] @ g_plain.T
+        if not cfg.disc_sim or n == 0:
+            out[a:b] = s0
+            continue
+        cand = top_k_desc(s0, big_k)
+        disc = np.einsum("qd,qkd->qk", q_dcc[a:b], g_cve[cand])
+        block = s0 - np.float32(3.0 + 2.0 * abs(cfg.lam))
+        np.put_along_axis(block, cand, np.take_along_axis(s0, cand, 1) + np.float32(cfg.lam) * disc, 1)
+        out[a:b] = block
+    return out
