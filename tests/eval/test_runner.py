@@ -173,7 +173,8 @@ def test_calibrated_sims_follow_discriminative_order(monkeypatch):
         order = np.argsort(-s, axis=1, kind="stable")[:, :k]
         return np.take_along_axis(s, order, 1), order
 
-    monkeypatch.setitem(sys.modules, "calibclip.calib", types.SimpleNamespace(discriminative_scores=discriminative_scores))
+    fake = types.SimpleNamespace(discriminative_scores=discriminative_scores)
+    monkeypatch.setitem(sys.modules, "calibclip.calib", fake)
     q = np.array([[1.0, 0.0]], np.float32)
     g = np.array([[0.9, 0.1], [0.5, 0.5], [0.1, 0.9]], np.float32)
     cve = np.array([[0.0, 0.0], [2.0, 0.0], [0.0, 0.0]], np.float32)

@@ -26,7 +26,8 @@ def eval_cmd(
     root: Path = typer.Option(..., "--root", "-r", help="Dataset folder (official layout), or the pairs file."),
     model: str = typer.Option(..., "--model", "-m", help="HF model id or local model directory."),
     calib: bool = typer.Option(False, "--calib", help="Evaluate with CalibCLIP (CVE gallery, DCC queries)."),
-    calib_config: Path = typer.Option(None, "--calib-config", help="TOML file with CalibConfig fields (implies --calib)."),
+    calib_config: Path = typer.Option(None, "--calib-config",
+                                      help="TOML file with CalibConfig fields (implies --calib)."),
     phi: Path = typer.Option(None, "--phi", help="φ checkpoint for composed retrieval (cirr, fashioniq, circo)."),
     rtd: Path = typer.Option(None, "--rtd", help="RTD text-encoder checkpoint (composed retrieval)."),
     compare: str = typer.Option(None, "--compare", help="Two or more configurations in one run, e.g. base,calib "
@@ -38,7 +39,8 @@ def eval_cmd(
     batch_size: int = typer.Option(64, "--batch-size", min=1),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1 ..."),
     results_dir: Path = typer.Option(Path("results"), "--results-dir", help="Where the result JSON files go."),
-    cache_dir: Path = typer.Option(None, "--cache-dir", help="Gallery feature cache (default ~/.cache/calibclip/eval)."),
+    cache_dir: Path = typer.Option(None, "--cache-dir",
+                                   help="Gallery feature cache (default ~/.cache/calibclip/eval)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write cached gallery features."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
