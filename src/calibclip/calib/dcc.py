@@ -99,6 +99,7 @@ class DCCResult:
     words: torch.Tensor  # (B, T) bool
     e: torch.Tensor  # (B, T) EOT attention
     general: torch.Tensor  # (B, T) bool, the masked tokens G
+    eot: torch.Tensor  # (B,) position of the pooling token
 
 
 def dcc_analysis(enc: Any, texts: Sequence[str], cfg: CalibConfig,
@@ -125,7 +126,8 @@ def dcc_analysis(enc: Any, texts: Sequence[str], cfg: CalibConfig,
             ids2 = ids.masked_fill(general, neutral_pad_id(enc.tokenizer, enc.eot_id))
             again = enc.text_tower(ids2, mask, pseudo_tokens=pseudo_tokens)
         feats = torch.where(changed[:, None], l2n(again.embeds), plain)
-    return DCCResult(plain=plain, dcc=feats, input_ids=ids, words=words, e=e, general=general)
+    return DCCResult(plain=plain, dcc=feats, input_ids=ids, words=words, e=e, general=general,
+                     eot=out.eot)
 
 
 def text_feature_set(enc: Any, texts: Sequence[str], cfg: CalibConfig, pseudo_tokens: torch.Tensor | None = None,
