@@ -1,9 +1,10 @@
 """calibclip: text-driven image retrieval with CLIP-family models."""
 
 from calibclip.backends.loading import load
+from calibclip.calib import CalibConfig
 from calibclip.errors import UserError
 from calibclip.index import Hit, Index
 
 __version__ = "0.1.0"
 
-__all__ = ["Hit", "Index", "load", "UserError", "__version__"]
+__all__ = ["CalibConfig", "Hit", "Index", "load", "UserError", "__version__"]

@@ -205,6 +205,10 @@ from calibclip.eval.cli import eval_cmd  # noqa: E402  (the runner is imported o
 
 app.command("eval")(user_errors(eval_cmd))
 
+from calibclip.explain import explain_cmd  # noqa: E402
+
+app.command("explain")(user_errors(explain_cmd))
+
 
 @app.command("synth")
 @user_errors
