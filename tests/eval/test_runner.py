@@ -194,6 +194,25 @@ def test_compare_base_calib_encodes_gallery_once(flickr, tmp_path, tiny_model_di
     assert calib.settings["gallery_cached"] is False and base.settings["gallery_cached"] is True
     assert base.config == "base" and calib.config == "calib" and calib.settings["calibration"] is not None
     assert (tmp_path / "results" / f"flickr30k-{Path(tiny_model_dir).name}-calib.json").exists()
+    # Independent check of the calibrated t2i recall: position of each caption's image in the ids list
+    # returned by discriminative_scores over the whole gallery.
+    import calibclip
+    from calibclip.calib import CalibConfig, discriminative_scores
+    from calibclip.data import read_karpathy
+
+    enc = calibclip.load(str(tiny_model_dir), device="cpu", calibration=CalibConfig())
+    ds = read_karpathy(flickr, "flickr30k", "test")
+    g = enc.image_feature_set(enc.preprocess([Image.open(p).convert("RGB") for p in ds.image_paths]))
+    t = enc.text_feature_set(ds.texts)
+    g = {k: v.cpu().numpy() for k, v in g.items()}
+    t = {k: v.cpu().numpy() for k, v in t.items()}
+    _, ids = discriminative_scores(t["plain"], t["dcc"], g["plain"], g.get("cve", g["plain"]), CalibConfig(),
+                                   len(ds.image_paths))
+    pos = np.argmax(ids == np.asarray(ds.text_image)[:, None], axis=1)
+    for k in (1, 5):
+        assert calib.metrics[f"t2i_R@{k}"] == pytest.approx(100 * float(np.mean(pos < k)), abs=1e-3)
+    assert "i2t uses plain features (CalibCLIP re-ranks text→image only)" in calib.notes
+    assert calib.metrics["i2t_R@1"] == base.metrics["i2t_R@1"]
 
 
 @pytest.fixture
