@@ -201,6 +201,10 @@ from calibclip.cir.rtd.cli import rtd_app  # noqa: E402
 
 app.add_typer(rtd_app, name="rtd")
 
+from calibclip.cir.cli import train_phi_cmd  # noqa: E402
+
+app.command("train-phi")(user_errors(train_phi_cmd))
+
 from calibclip.eval.cli import eval_cmd  # noqa: E402  (the runner is imported only when run)
 
 app.command("eval")(user_errors(eval_cmd))
