@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -216,20 +217,16 @@ def test_compare_base_calib_encodes_gallery_once(flickr, tmp_path, tiny_model_di
 
 
 @pytest.fixture
-def fake_cir(monkeypatch, tiny_encoder):
-    """Stand-in for calibclip.cir while it is being written: the composed query is the text alone."""
-    calls = []
-
-    def encode_composed(enc, images, texts, phi, prompt="a photo of $ that {}"):
-        calls.append(list(texts))
-        return enc.encode_texts([prompt.replace("$", "x").format(t) for t in texts])
-
-    monkeypatch.setitem(sys.modules, "calibclip.cir",
-                        types.SimpleNamespace(load_phi=lambda path: "phi", encode_composed=encode_composed))
-    return calls
+def phi_path(tmp_path, tiny_encoder):
+    """A freshly initialised LinCIR-style φ for the tiny encoder, saved in calibclip's checkpoint format."""
+    cir = pytest.importorskip("calibclip.cir")
+    torch.manual_seed(0)
+    phi = cir.build_phi("lincir", tiny_encoder.dim, tiny_encoder.token_dim)
+    return cir.save_phi(phi, tmp_path / "phi.pt")
 
 
-def test_evaluate_cirr_val_and_test_submission(tmp_path, tiny_encoder, tiny_model_dir, fake_cir):
+def test_evaluate_cirr_val_and_test_submission(tmp_path, tiny_encoder, tiny_model_dir, phi_path):
+    from calibclip.cir import encode_composed, load_phi
     from calibclip.data import read_cirr
 
     root = tmp_path / "cirr"
@@ -249,19 +246,17 @@ def test_evaluate_cirr_val_and_test_submission(tmp_path, tiny_encoder, tiny_mode
          "img_set": {"id": 1, "members": ["test1-1-0-img0", "test1-1-0-img1"]}}])
     png(root / "test1" / "test1-1-0-img0.png")
     png(root / "test1" / "test1-1-0-img1.png", 99)
-    phi = tmp_path / "phi.pt"
-    phi.write_bytes(b"x")
-    spec = EvalSpec(dataset="cirr", root=root, model=str(tiny_model_dir), phi=phi, split="val",
+    spec = EvalSpec(dataset="cirr", root=root, model=str(tiny_model_dir), phi=phi_path, split="val",
                     results_dir=tmp_path / "res", progress=False)
     res = evaluate(spec, enc=tiny_encoder)
     ds = read_cirr(root, "val")
     g = tiny_encoder.encode_images([Image.open(p).convert("RGB") for p in ds.image_paths])
-    q = tiny_encoder.encode_texts([f"a photo of x that {x.captions[0]}" for x in ds.queries])
+    refs = [Image.open(x.reference_path).convert("RGB") for x in ds.queries]
+    q = encode_composed(tiny_encoder, refs, [x.captions[0] for x in ds.queries], load_phi(phi_path))
     expected = M.cirr_metrics(q @ g.T, [x.reference for x in ds.queries], [x.target for x in ds.queries],
                               [x.members for x in ds.queries])
     assert res.metrics == pytest.approx({k: round(v, 4) for k, v in expected.items()}, abs=1e-3)
     assert res.config == "base+phi" and res.path.name == f"cirr-{Path(tiny_model_dir).name}-base+phi.json"
-    assert fake_cir[0] == ["make it red", "more dogs"]
 
     test = evaluate(EvalSpec(**{**spec.__dict__, "split": "test"}), enc=tiny_encoder)
     assert test.metrics == {} and len(test.submission) == 2  # unlabelled: the server files by default
@@ -271,7 +266,10 @@ def test_evaluate_cirr_val_and_test_submission(tmp_path, tiny_encoder, tiny_mode
     assert subset["metric"] == "recall_subset" and subset["1"] == ["test1-1-0-img1"]
 
 
-def test_evaluate_fashioniq_averages_both_caption_orders(tmp_path, tiny_encoder, tiny_model_dir, fake_cir):
+def test_evaluate_fashioniq_averages_both_caption_orders(tmp_path, tiny_encoder, tiny_model_dir, phi_path):
+    from calibclip.cir import encode_composed, load_phi
+    from calibclip.data import read_fashioniq
+
     for cat in ("dress", "shirt", "toptee"):
         names = [f"{cat}{k}" for k in range(3)]
         for k, n in enumerate(names):
@@ -279,11 +277,19 @@ def test_evaluate_fashioniq_averages_both_caption_orders(tmp_path, tiny_encoder,
         dump(tmp_path / "image_splits" / f"split.{cat}.val.json", names)
         dump(tmp_path / "captions" / f"cap.{cat}.val.json",
              [{"candidate": names[0], "target": names[1], "captions": ["is red.", "has a dog?"]}])
-    phi = tmp_path / "phi.pt"
-    phi.write_bytes(b"x")
-    res = evaluate(EvalSpec(dataset="fashioniq", root=tmp_path, model=str(tiny_model_dir), phi=phi,
+    res = evaluate(EvalSpec(dataset="fashioniq", root=tmp_path, model=str(tiny_model_dir), phi=phi_path,
                             results_dir=None, progress=False), enc=tiny_encoder)
-    assert fake_cir[:2] == [["is red and has a dog"], ["has a dog and is red"]]
+    # Independent: normalize(n(q("is red and has a dog")) + n(q("has a dog and is red"))) for the dress query.
+    dress = read_fashioniq(tmp_path, "val", ("dress",))[0]
+    ref = [Image.open(dress.queries[0].reference_path).convert("RGB")]
+    phi = load_phi(phi_path)
+    f1 = encode_composed(tiny_encoder, ref, ["is red and has a dog"], phi)
+    f2 = encode_composed(tiny_encoder, ref, ["has a dog and is red"], phi)
+    q = (f1 + f2) / np.linalg.norm(f1 + f2)
+    from calibclip.eval.runner import encode_composed_queries
+
+    ours = encode_composed_queries(tiny_encoder, dress, phi, "a photo of $ that {}", 8, False)["plain"]
+    np.testing.assert_allclose(ours, q, atol=1e-5)
     assert set(res.metrics) == {f"{c}/R@{k}" for c in ("dress", "shirt", "toptee", "avg") for k in (10, 50)} | {"avg"}
     assert res.metrics["avg/R@10"] == 100.0  # 3-image galleries: the target is always within the top 10
 

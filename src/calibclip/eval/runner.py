@@ -30,7 +30,6 @@ from calibclip.eval.scoring import FeatureSims, similarity_source
 MODES = ("base", "calib", "rtd")
 SUBMISSION_TOP = 50  # CIRR recall and CIRCO submissions: top-50 names per query
 SUBSET_TOP = 3  # CIRR recall_subset submission: top-3 inside the img_set
-FIQ_STRIP = ".?, "  # FashionIQ captions lose these characters at both ends (spec rtd.md §1)
 
 
 @dataclass
@@ -214,21 +213,15 @@ def encode_texts(enc: Any, texts: list[str], batch_size: int, progress: bool) ->
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
-def _composed(enc: Any, images: list, texts: list[str], phi: Any, prompt: str) -> dict[str, np.ndarray]:
-    if enc.calibration is not None:
-        from calibclip.cir import composed_feature_set
-
-        return {k: _to_np(v) for k, v in composed_feature_set(enc, images, texts, phi, prompt=prompt).items()}
-    return {"plain": _to_np(enc.encode_composed(images, texts, phi, prompt=prompt))}
-
-
-def _l2n(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
 def encode_composed_queries(enc: Any, ds: ComposedSet, phi: Any, prompt: str, batch_size: int, progress: bool
                             ) -> dict[str, np.ndarray]:
-    """Composed query features. FashionIQ (two captions): normalize(q("c1 and c2") + q("c2 and c1"))."""
+    """Composed query feature sets via calibclip.cir ("plain", plus "dcc" when ``enc.calibration`` is set).
+
+    FashionIQ's two captions give normalize(normalize(q("c1 and c2")) + normalize(q("c2 and c1")))
+    (``cir.fashioniq_feature_set``); a record with one caption uses it for both.
+    """
+    from calibclip import cir
+
     out: dict[str, list[np.ndarray]] = {}
     qs = ds.queries
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
@@ -236,15 +229,14 @@ def encode_composed_queries(enc: Any, ds: ComposedSet, phi: Any, prompt: str, ba
                          leave=False):
             batch = qs[a:b]
             images = list(pool.map(_open, [q.reference_path for q in batch]))
-            if ds.name != "fashioniq":
-                feats = _composed(enc, images, [q.captions[0] for q in batch], phi, prompt)
+            if ds.name == "fashioniq":
+                caps = [(q.captions[0], q.captions[1] if len(q.captions) > 1 else q.captions[0]) for q in batch]
+                feats = cir.fashioniq_feature_set(enc, images, caps, phi, prompt, batch_size)
             else:
-                pairs = [[t.strip(FIQ_STRIP) for t in q.captions[:2]] for q in batch]
-                f1 = _composed(enc, images, [" and ".join(c) for c in pairs], phi, prompt)
-                f2 = _composed(enc, images, [" and ".join(reversed(c)) for c in pairs], phi, prompt)
-                feats = {k: _l2n(_l2n(f1[k]) + _l2n(f2[k])) for k in f1}
+                feats = cir.composed_feature_set(enc, images, [q.captions[0] for q in batch], phi, prompt,
+                                                 batch_size)
             for k, v in feats.items():
-                out.setdefault(k, []).append(v)
+                out.setdefault(k, []).append(_to_np(v))
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
@@ -359,7 +351,7 @@ def evaluate(spec: EvalSpec, enc: Any = None) -> EvalResult:
     if spec.phi is not None and task == "cir":
         from calibclip.cir import load_phi
 
-        phi = load_phi(spec.phi)
+        phi = load_phi(spec.phi, device=getattr(enc, "device", "cpu"))
     ds_name = name if split == default_split else f"{name}.{split}"
     sub_path = spec.submission
     if sub_path is None and name in ("cirr", "circo") and not all(p.labelled for p in parts):
