@@ -225,10 +225,8 @@ def phi_path(tmp_path, tiny_encoder):
     return cir.save_phi(phi, tmp_path / "phi.pt")
 
 
-def test_evaluate_cirr_val_and_test_submission(tmp_path, tiny_encoder, tiny_model_dir, phi_path):
-    from calibclip.cir import encode_composed, load_phi
-    from calibclip.data import read_cirr
-
+def write_cirr(tmp_path: Path) -> Path:
+    """A CIRR rc2 fixture: val (2 queries, one target outside its img_set) and an unlabelled test1."""
     root = tmp_path / "cirr"
     names = [f"dev-147-1-img{k}" for k in range(4)] + ["dev-980-0-img0"]
     for k, n in enumerate(names):
@@ -246,6 +244,14 @@ def test_evaluate_cirr_val_and_test_submission(tmp_path, tiny_encoder, tiny_mode
          "img_set": {"id": 1, "members": ["test1-1-0-img0", "test1-1-0-img1"]}}])
     png(root / "test1" / "test1-1-0-img0.png")
     png(root / "test1" / "test1-1-0-img1.png", 99)
+    return root
+
+
+def test_evaluate_cirr_val_and_test_submission(tmp_path, tiny_encoder, tiny_model_dir, phi_path):
+    from calibclip.cir import encode_composed, load_phi
+    from calibclip.data import read_cirr
+
+    root = write_cirr(tmp_path)
     spec = EvalSpec(dataset="cirr", root=root, model=str(tiny_model_dir), phi=phi_path, split="val",
                     results_dir=tmp_path / "res", progress=False)
     res = evaluate(spec, enc=tiny_encoder)
@@ -264,6 +270,21 @@ def test_evaluate_cirr_val_and_test_submission(tmp_path, tiny_encoder, tiny_mode
     assert recall["version"] == "rc2" and recall["metric"] == "recall" and recall["1"] == ["test1-1-0-img1"]
     subset = json.loads(Path(test.submission[1]).read_text())
     assert subset["metric"] == "recall_subset" and subset["1"] == ["test1-1-0-img1"]
+
+
+def test_compare_base_rtd_calib_on_cirr(tmp_path, tiny_encoder, tiny_model_dir, phi_path):
+    from calibclip.cir.rtd import make_trainable_tower, save_rtd
+    from calibclip.eval.runner import evaluate_many
+
+    root = write_cirr(tmp_path)
+    ckpt = save_rtd(tiny_encoder, make_trainable_tower(tiny_encoder), tmp_path / "untrained.pt")
+    spec = EvalSpec(dataset="cirr", root=root, model=str(tiny_model_dir), phi=phi_path, rtd=ckpt, device="cpu",
+                    cache_dir=tmp_path / "cache", results_dir=tmp_path / "res", progress=False)
+    base, rtd, calib = evaluate_many(spec, ["base", "rtd", "calib"])
+    assert (base.config, rtd.config, calib.config) == ("base+phi", "rtd-untrained+phi", "calib+phi")
+    assert rtd.metrics == base.metrics  # an untrained copy of the text tower changes nothing
+    assert rtd.settings["gallery_cached"] and base.settings["gallery_cached"]  # RTD keeps the image side
+    assert calib.settings["gallery_cached"] is False and set(calib.metrics) == set(base.metrics)
 
 
 def test_evaluate_fashioniq_averages_both_caption_orders(tmp_path, tiny_encoder, tiny_model_dir, phi_path):
