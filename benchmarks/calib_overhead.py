@@ -25,7 +25,8 @@ import torch
 
 from calibclip.calib import CalibConfig, image_feature_set, text_feature_set
 
-QUERIES = ["a woman with a black backpack and white shoes walking", "a man in a red jacket riding a bike down the street",
+QUERIES = ["a woman with a black backpack and white shoes walking",
+           "a man in a red jacket riding a bike down the street",
            "a dog and a cat sitting on a wooden table", "the person wears a hat, a striped shirt and dark trousers",
            "two people standing near a tree in the park at night", "a photo of a red car on the left of a blue house"]
 
