@@ -178,9 +178,10 @@ def test_cve_reference_embeds_match_calib_features(tiny_encoder):
     with torch.no_grad():
         plain, cve = cve_reference_embeds(enc, pv, cfg)
         feats = image_feature_set(enc, pv, cfg)
-        assert (torch.nn.functional.normalize(cve, dim=-1) - torch.nn.functional.normalize(plain, dim=-1)).abs().max() > 1e-3
-        assert torch.allclose(torch.nn.functional.normalize(cve, dim=-1), feats["cve"], atol=1e-5)
-        assert torch.allclose(torch.nn.functional.normalize(plain, dim=-1), feats["plain"], atol=1e-5)
+        n = torch.nn.functional.normalize
+        assert (n(cve, dim=-1) - n(plain, dim=-1)).abs().max() > 1e-3
+        assert torch.allclose(n(cve, dim=-1), feats["cve"], atol=1e-5)
+        assert torch.allclose(n(plain, dim=-1), feats["plain"], atol=1e-5)
         p2, c2 = cve_reference_embeds(enc, pv, CalibConfig(cve=False, **FORCE_CVE))
         assert torch.equal(p2, c2) and torch.allclose(p2, plain)
 

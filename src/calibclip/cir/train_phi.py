@@ -25,7 +25,7 @@ import hashlib
 import random
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +69,6 @@ class PhiTrainResult:
     phi: torch.nn.Module
     tagger: str
     seconds: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def state_path_for(out: str | Path) -> Path:
