@@ -4,6 +4,7 @@ from calibclip.backends.loading import load
 from calibclip.calib import CalibConfig
 from calibclip.errors import UserError
 from calibclip.index import Hit, Index
+from calibclip import cir  # noqa: F401  (calibclip.cir.load_phi after `import calibclip`)
 
 __version__ = "0.1.0"
 
