@@ -243,3 +243,38 @@ def test_composed_search_through_index_and_cli(tiny_model_dir, tmp_path):
                             "--phi", str(tmp_path / "nope.pt"), "--device", "cpu"])
     assert r.exit_code == 2 and "nope.pt" in r.output and "Traceback" not in r.output
 
+
+
+def test_calibrated_composed_search_cli_reranks_with_dcc_and_cve(tiny_model_dir, tmp_path):
+    """`search --calib` on an index built with `--calib`: first stage on the plain composed query, re-rank
+    with the DCC query against CVE gallery features (checked with calib.discriminative_scores)."""
+    from typer.testing import CliRunner
+
+    import calibclip
+    from calibclip.calib import discriminative_scores
+    from calibclip.cli import app
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i, im in enumerate(images(6, seed=9)):
+        im.save(folder / f"im{i}.png")
+    runner = CliRunner()
+    r = runner.invoke(app, ["index", str(folder), "--model", str(tiny_model_dir), "--out", str(tmp_path / "c.idx"),
+                            "--calib", "--dtype", "float32", "--quiet", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    cfg = CalibConfig()
+    enc = calibclip.load(str(tiny_model_dir), device="cpu", calibration=cfg)
+    torch.manual_seed(3)
+    phi_path = save_phi(build_phi("lincir", enc.dim, enc.token_dim), tmp_path / "phi.pt")
+    text = "is red and has a hat on the left"
+    r = runner.invoke(app, ["search", str(tmp_path / "c.idx"), "--image", str(folder / "im0.png"), "--text", text,
+                            "--phi", str(phi_path), "--calib", "--json", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    hits = json.loads(r.stdout[r.stdout.index("["):])
+    gallery = [Image.open(folder / f"im{i}.png").convert("RGB") for i in range(6)]
+    with torch.no_grad():
+        g = {k: v.numpy() for k, v in image_feature_set(enc, enc.preprocess(gallery), cfg).items()}
+    q = composed_feature_set(enc, gallery[:1], [text], calibclip.cir.load_phi(phi_path))
+    scores, ids = discriminative_scores(q["plain"], q["dcc"], g["plain"], g["cve"], cfg, 6)
+    assert [Path(h["path"]).name for h in hits] == [f"im{i}.png" for i in ids[0]]
+    np.testing.assert_allclose([h["score"] for h in hits], scores[0], atol=1e-4)
