@@ -44,6 +44,8 @@ class AnnConfig:
     train_per_list: int = 64          # k-means training points per inverted list (FAISS wants ≥ 39)
     max_train: int = 131_072          # cap on the training sample (k-means cost is sample·nlist·D)
     kmeans_iters: int = 10            # k-means iterations for the coarse quantiser
+    pq_iters: int = 10                # k-means iterations per PQ sub-quantiser (FAISS default 25: slow, no gain)
+    pq_points_per_centroid: int = 64  # PQ codebooks train on at most this many points per centroid
     nprobe: int = 32                  # lists scanned per query (set again at search time by --nprobe)
     k_factor: int = 10                # IVF-PQ refine: re-rank k_factor·k PQ candidates with the refine index
     hnsw_m: int = 32                  # HNSW links per node
@@ -238,7 +240,11 @@ def build_ann(vectors: np.ndarray, kind: str = "auto", nlist: int | None = None,
             size = max(size, min(n, 64 * 2 ** nbits))
             # small collections: fewer points than FAISS's 39/centroid rule is fine for codebooks
             # (refine re-ranks anyway); without this FAISS prints a warning per sub-quantiser
-            faiss.downcast_index(ivf).pq.cp.min_points_per_centroid = 1
+            pq_cp = faiss.downcast_index(ivf).pq.cp
+            pq_cp.min_points_per_centroid = 1
+            pq_cp.max_points_per_centroid = config.pq_points_per_centroid
+            pq_cp.niter = config.pq_iters
+            pq_cp.seed = seed
         index.train(training_sample(vectors, size, seed))
     elif not index.is_trained:
         index.train(vectors)
