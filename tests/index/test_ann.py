@@ -152,3 +152,88 @@ def test_save_load_round_trip(tmp_path, data, kind):
     np.testing.assert_allclose(s0, s1)
     with pytest.raises(UserError, match="no such ANN index"):
         load_ann(tmp_path / "missing.faiss")
+
+
+# ---- the on-disk index: ann.faiss beside the shards ---------------------------------------------
+def _store_with(tmp_path, vectors, batch=500):
+    from calibclip.index.store import EmbeddingStore, FileStat
+
+    store = EmbeddingStore(tmp_path / "v.idx", create=True)
+    store.set_info(model="synthetic", dim=str(vectors.shape[1]), dtype="float32", calib="null")
+    for s in range(0, len(vectors), batch):
+        stats = [FileStat(f"/img/{i:05d}.png", 1, 0.0) for i in range(s, min(s + batch, len(vectors)))]
+        store.add_batch(stats, ["0" * 40] * len(stats), {"plain": vectors[s:s + batch]}, dtype="float32")
+    return store
+
+
+def test_store_ann_build_reuse_search_and_exact(tmp_path, data):
+    from calibclip.index import Index
+    from calibclip.index.ann import ANN_FILE, build_store_ann
+
+    store = _store_with(tmp_path, data[0])
+    rep = build_store_ann(store, "ivf-flat", nlist=32)
+    assert rep.kind == "ivf-flat" and rep.factory == "IVF32,Flat" and rep.n == N and rep.queries == 200
+    assert 0.8 <= rep.recall10 <= 1.0 and (store.root / ANN_FILE).exists()
+    again = build_store_ann(store, None)  # nothing changed, settings as recorded → kept
+    assert again.reused and again.recall10 == rep.recall10
+    index = Index.open(store.root)
+    index.nprobe = 32  # all lists: the IVF-Flat index is exact again
+    _, pos = index.search_vectors(data[1], K)
+    np.testing.assert_array_equal(pos, data[2])
+    assert index_kind(index._faiss) == "ivf-flat"
+    index.nprobe = 1
+    _, pos1 = index.search_vectors(data[1], K)
+    assert recall_at_k(pos1, data[2]) < 1.0  # the approximate index really is what answers
+    rep = build_store_ann(store, "exact")
+    assert rep.kind == "flat" and not (store.root / ANN_FILE).exists()
+
+
+def test_store_ann_stale_file_falls_back_to_exact(tmp_path, data):
+    from calibclip.index import Index
+    from calibclip.index.ann import build_store_ann
+
+    store = _store_with(tmp_path, data[0])
+    build_store_ann(store, "ivf-pq", nlist=16, m=8)
+    store.remove(["/img/00000.png"])  # items changed without re-running `calibclip index`
+    index = Index.open(store.root)
+    index.nprobe = 1
+    with pytest.warns(UserWarning, match="searching exactly"):
+        _, pos = index.search_vectors(data[1], K)
+    np.testing.assert_array_equal(pos, exact_topk(data[0][1:], data[1], K))
+    rep = build_store_ann(store, None)  # rebuilt with the recorded settings
+    assert rep.kind == "ivf-pq" and not rep.reused and rep.n == N - 1
+
+
+def test_cli_index_type_and_nprobe(tmp_path, tiny_model_dir):
+    import json
+
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from calibclip.cli import app
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(80):
+        Image.fromarray((np.random.RandomState(i).rand(16, 16, 3) * 255).astype("uint8")).save(folder / f"{i}.png")
+    out = tmp_path / "p.idx"
+    runner = CliRunner()
+    r = runner.invoke(app, ["index", str(folder), "--model", str(tiny_model_dir), "--out", str(out), "-q",
+                            "--num-workers", "0", "--index-type", "ivf-flat", "--nlist", "4"])
+    assert r.exit_code == 0, r.output
+    assert "search index: ivf-flat (IVF4,Flat), recall@10" in r.output and (out / "ann.faiss").exists()
+    exact = json.loads(runner.invoke(app, ["search", str(out), "a red car", "--json", "-k", "5"]).output)
+    r = runner.invoke(app, ["search", str(out), "a red car", "--json", "-k", "5", "--nprobe", "4"])
+    assert r.exit_code == 0, r.output
+    assert [h["path"] for h in json.loads(r.output)] == [h["path"] for h in exact]  # 4 of 4 lists: exact
+    import calibclip
+    from calibclip.index import Index
+
+    idx = Index.open(out)
+    q = calibclip.load(str(tiny_model_dir), device="cpu").encode_texts(["a red car"])
+    brute = [idx.paths[i] for i in exact_topk(idx.embeddings(), q, 5)[0]]
+    assert [h["path"] for h in exact] == brute
+    r = runner.invoke(app, ["index", str(folder), "--out", str(out), "-q", "--index-type", "ivf-pq", "--m", "7"])
+    assert r.exit_code == 2 and "--m 7" in r.output and "Traceback" not in r.output
+    r = runner.invoke(app, ["index", str(folder), "--out", str(out), "-q", "--max-memory", "lots"])
+    assert r.exit_code == 2 and "--max-memory" in r.output

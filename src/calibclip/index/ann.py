@@ -393,3 +393,117 @@ def clustered_vectors(n: int, dim: int = 512, n_clusters: int | None = None, int
         x /= np.linalg.norm(x, axis=1, keepdims=True)
         out[start:start + b] = x
     return out
+
+
+# ---- on-disk index integration (``<name>.idx/ann.faiss``) ---------------------------------------
+ANN_FILE = "ann.faiss"
+
+
+@dataclass
+class AnnReport:
+    """What building the approximate index of a store did (printed by ``calibclip index``)."""
+
+    kind: str
+    n: int
+    factory: str = ""
+    recall10: float | None = None
+    queries: int = 0
+    seconds: float = 0.0
+    reused: bool = False
+
+
+def ids_fingerprint(ids: np.ndarray) -> str:
+    """Identity of the item order an ANN index was built over (its ids are positions in it)."""
+    import hashlib
+
+    return f"{len(ids)}:{hashlib.sha1(np.ascontiguousarray(ids, dtype=np.int64).tobytes()).hexdigest()}"
+
+
+def describe(index: faiss.Index) -> str:
+    """Short human description of a built index, e.g. ``IVF1024,PQ64np,Refine(SQ8)``."""
+    idx = faiss.downcast_index(index)
+    refine = ""
+    if isinstance(idx, faiss.IndexRefine):
+        inner = faiss.downcast_index(idx.refine_index)
+        refine = ",RFlat" if isinstance(inner, faiss.IndexFlat) else ",Refine(SQ8)"
+        idx = faiss.downcast_index(idx.base_index)
+    if isinstance(idx, faiss.IndexHNSW):
+        return f"HNSW{idx.hnsw.nb_neighbors(1)},Flat"
+    try:
+        ivf = faiss.downcast_index(faiss.extract_index_ivf(idx))
+    except RuntimeError:
+        return "Flat"
+    if isinstance(ivf, faiss.IndexIVFFlat):
+        return f"IVF{ivf.nlist},Flat"
+    pq = ivf.pq
+    return f"IVF{ivf.nlist},PQ{pq.M}{'x4fs' if pq.nbits == 4 else ''}{refine}"
+
+
+def build_store_ann(store, kind: str | None = "auto", nlist: int | None = None, m: int | None = None,
+                    nbits: int = 8, max_memory: int | None = None, sample_queries: int = 200, seed: int = 0,
+                    config: AnnConfig = DEFAULT) -> AnnReport:
+    """Build (or keep) the approximate index of an :class:`~calibclip.index.store.EmbeddingStore`.
+
+    ``kind`` None reuses the settings recorded by the previous build (else "auto"). An exact
+    kind removes any ANN file (search is brute force). Otherwise the index is built over the
+    "plain" embeddings in id order, saved atomically as ``ann.faiss`` beside the shards, and its
+    recall@10 against exact search is measured on ``sample_queries`` rows drawn (seeded) from the
+    collection. Nothing is rebuilt when the items and settings are unchanged.
+    """
+    import json
+    import time
+
+    t0 = time.perf_counter()
+    path = Path(store.root) / ANN_FILE
+    prev = json.loads(store.get_info("ann", "null") or "null")
+    if kind is None:
+        if prev is None:
+            kind = "auto"
+        else:
+            kind, nlist, m, nbits = prev["request"], prev.get("nlist"), prev.get("m"), prev.get("nbits", 8)
+            max_memory = prev.get("max_memory")
+    request = normalise_kind(kind)
+    ids, vectors, _ = store.load_matrix("plain")
+    n, dim = vectors.shape
+    chosen = choose_kind(n, dim, max_memory, config) if request == "auto" else request
+    params = dict(request=request, kind=chosen, nlist=nlist, m=m, nbits=nbits, max_memory=max_memory,
+                  fingerprint=ids_fingerprint(ids))
+    if chosen == "flat":
+        path.unlink(missing_ok=True)
+        store.set_info(ann=json.dumps(dict(params, kind="flat")))
+        return AnnReport(kind="flat", n=n, factory="Flat (exact)", recall10=1.0, seconds=time.perf_counter() - t0)
+    if prev is not None and path.exists() and all(prev.get(k) == v for k, v in params.items()):
+        return AnnReport(kind=chosen, n=n, factory=prev.get("factory", ""), recall10=prev.get("recall10"),
+                         queries=prev.get("queries", 0), seconds=time.perf_counter() - t0, reused=True)
+    if n < 2:
+        raise UserError(f"--index-type {chosen}: the index has {n} item(s); approximate indexes need more "
+                        "(use --index-type exact).")
+    index = build_ann(vectors, chosen, nlist=nlist, m=m, nbits=nbits, max_memory=max_memory, seed=seed,
+                      config=config)
+    rows = training_sample(np.arange(n), min(sample_queries, n), seed + 1)
+    recall = measure_recall(index, vectors, vectors[rows], k=10)
+    save_ann(index, path)
+    factory = describe(index)
+    store.set_info(ann=json.dumps(dict(params, factory=factory, recall10=recall, queries=len(rows))))
+    return AnnReport(kind=chosen, n=n, factory=factory, recall10=recall, queries=len(rows),
+                     seconds=time.perf_counter() - t0)
+
+
+def open_store_ann(store, ids: np.ndarray) -> faiss.Index | None:
+    """The store's ANN index when one was built for exactly these items, else None (exact search).
+
+    A stale file (items added or removed since it was built) is ignored with a warning, so search
+    stays correct; the next ``calibclip index`` rebuilds it.
+    """
+    import json
+    import warnings
+
+    info = json.loads(store.get_info("ann", "null") or "null")
+    path = Path(store.root) / ANN_FILE
+    if info is None or info.get("kind") == "flat" or not path.exists():
+        return None
+    if info.get("fingerprint") != ids_fingerprint(ids):
+        warnings.warn(f"{path}: built for a different set of items; searching exactly. Run `calibclip index` "
+                      "again to rebuild the approximate index.", stacklevel=3)
+        return None
+    return load_ann(path)

@@ -52,13 +52,21 @@ class Index:
         self._cache: dict[str, tuple[np.ndarray, np.ndarray, list[str]]] = {}
         self._faiss: faiss.Index | None = None
         self.last_summary: IndexSummary | None = None
+        self.ann_report = None  # calibclip.index.ann.AnnReport after build
+        self.nprobe: int | None = None  # ANN search breadth (IVF lists / HNSW efSearch); None = as built
 
     # ---- construction --------------------------------------------------------------------
     @classmethod
     def build(cls, folder: str | Path, encoder: Encoder, out: str | Path | None = None, batch_size: int = 64,
               num_workers: int | None = None, dtype: str = "float16", progress: bool = True,
-              rebuild: bool = False) -> "Index":
-        """Index ``folder`` into ``out`` (default ``<folder>.idx``); on an existing index adds new/changed files only."""
+              rebuild: bool = False, index_type: str | None = None, nlist: int | None = None,
+              m: int | None = None, max_memory: int | None = None) -> "Index":
+        """Index ``folder`` into ``out`` (default ``<folder>.idx``); on an existing index adds new/changed files only.
+
+        ``index_type`` ("auto", "exact", "ivf-flat", "ivf-pq", "hnsw"; None = as last built, else
+        auto) builds an approximate index beside the embeddings (see :mod:`calibclip.index.ann`);
+        its report, with recall@10 against exact search, is ``index.ann_report``.
+        """
         folder = Path(folder)
         if not folder.is_dir():
             raise UserError(f"{folder}: not a directory; pass the folder of images to index.")
@@ -84,9 +92,13 @@ class Index:
                        folder=str(folder.resolve()), format="1")
         summary = index_folder(store, folder, encoder, batch_size=batch_size, num_workers=num_workers,
                                dtype=dtype, progress=progress)
+        from calibclip.index.ann import build_store_ann
+
+        ann_report = build_store_ann(store, index_type, nlist=nlist, m=m, max_memory=max_memory)
         store.close()
         index = cls(out, encoder)
         index.last_summary = summary
+        index.ann_report = ann_report
         return index
 
     @classmethod
@@ -142,6 +154,14 @@ class Index:
 
     # ---- search --------------------------------------------------------------------------
     def _faiss_index(self) -> faiss.Index:
+        if self._faiss is None:
+            from calibclip.index.ann import open_store_ann
+
+            self._faiss = open_store_ann(self.store, self.matrix()[0])  # approximate index if built
+        if self._faiss is not None and self.nprobe is not None:
+            from calibclip.index.ann import set_nprobe
+
+            set_nprobe(self._faiss, self.nprobe)
         if self._faiss is None:
             emb = self.embeddings("plain")
             self._faiss = faiss.IndexFlatIP(emb.shape[1] if emb.ndim == 2 else int(self.info.get("dim", 0)))
