@@ -11,6 +11,9 @@ from PIL import Image
 from calibclip.errors import UserError
 from calibclip.index.sources import list_manifest, list_source, list_url, read_bytes
 
+# Ray Data's own DataContext emits DeprecationWarnings about its internal flags
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray")
+
 
 def _images(folder, n, start=0):
     folder.mkdir(parents=True, exist_ok=True)
@@ -92,18 +95,22 @@ def _by_path(index):
     return dict(zip(paths, emb)), dict(zip(paths, ids.tolist()))
 
 
-def test_ray_equals_single_process(tmp_path, tiny_encoder, tiny_model_dir, ray_cluster):
+def test_ray_local_cli_equals_single_process(tmp_path, tiny_encoder, tiny_model_dir, ray_cluster):
+    from typer.testing import CliRunner
+
+    from calibclip.cli import app
     from calibclip.index import Index
-    from calibclip.index.distributed import RayConfig, index_distributed
 
     _images(tmp_path / "photos", 11)
     (tmp_path / "photos" / "broken.jpg").write_bytes(b"not an image")
     single = Index.build(tmp_path / "photos", tiny_encoder, out=tmp_path / "single.idx", batch_size=4,
                          num_workers=0, dtype="float32", progress=False)
-    dist = index_distributed(tmp_path / "photos", tiny_encoder, model=str(tiny_model_dir), out=tmp_path / "ray.idx",
-                             batch_size=4, dtype="float32", progress=False, config=RayConfig(num_actors=1))
-    assert dist.last_summary.added == single.last_summary.added == 11
-    assert [p for p, _ in dist.last_summary.failed] == [str((tmp_path / "photos" / "broken.jpg").resolve())]
+    r = CliRunner().invoke(app, ["index", str(tmp_path / "photos"), "--model", str(tiny_model_dir), "--out",
+                                 str(tmp_path / "ray.idx"), "-q", "--ray", "local", "--device", "cpu",
+                                 "--batch-size", "4", "--dtype", "float32"])
+    assert r.exit_code == 0, r.output
+    assert "11 added" in r.output and "1 skipped" in r.output and "broken.jpg" in r.output
+    dist = Index.open(tmp_path / "ray.idx", tiny_encoder)
     assert dist.store.rows() == single.store.rows()  # same ids, paths, shard/row layout
     emb_s, _ = _by_path(single)
     emb_d, _ = _by_path(dist)
@@ -113,6 +120,9 @@ def test_ray_equals_single_process(tmp_path, tiny_encoder, tiny_model_dir, ray_c
     assert dist.store.info()["model"] == str(tiny_model_dir) and dist.store.failures() == single.store.failures()
     q = tiny_encoder.encode_texts(["a red car"])
     np.testing.assert_array_equal(dist.search_vectors(q, 5)[1], single.search_vectors(q, 5)[1])
+    r = CliRunner().invoke(app, ["index", str(tmp_path / "photos"), "--out", str(tmp_path / "ray.idx"), "-q",
+                                 "--ray", "nowhere"])
+    assert r.exit_code == 2 and "--ray nowhere: use local, auto" in r.output and "Traceback" not in r.output
 
 
 def test_ray_worker_crash_is_retried_and_run_resumes(tmp_path, tiny_encoder, tiny_model_dir, ray_cluster):
@@ -141,22 +151,3 @@ def test_ray_worker_crash_is_retried_and_run_resumes(tmp_path, tiny_encoder, tin
     assert emb_s.keys() == emb_d.keys() and sorted(ids_d.values()) == list(range(1, 11))
     for path in emb_s:
         np.testing.assert_allclose(emb_d[path], emb_s[path], atol=1e-5)
-
-
-def test_cli_ray_local(tmp_path, tiny_model_dir, ray_cluster):
-    from typer.testing import CliRunner
-
-    from calibclip.cli import app
-
-    _images(tmp_path / "photos", 5)
-    r = CliRunner().invoke(app, ["index", str(tmp_path / "photos"), "--model", str(tiny_model_dir), "--out",
-                                 str(tmp_path / "p.idx"), "-q", "--ray", "local", "--device", "cpu"])
-    assert r.exit_code == 0, r.output
-    assert "5 added" in r.output
-    _images(tmp_path / "photos", 1, start=5)
-    r = CliRunner().invoke(app, ["index", str(tmp_path / "photos"), "--out", str(tmp_path / "p.idx"), "-q",
-                                 "--ray", "auto"])
-    assert r.exit_code == 0 and "1 added, 5 unchanged" in r.output  # Ray already up in this process: reused
-    r = CliRunner().invoke(app, ["index", str(tmp_path / "photos"), "--out", str(tmp_path / "p.idx"), "-q",
-                                 "--ray", "nowhere"])
-    assert r.exit_code == 2 and "--ray nowhere: use local, auto" in r.output and "Traceback" not in r.output

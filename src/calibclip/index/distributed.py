@@ -51,7 +51,10 @@ class RayConfig:
     cpus_per_actor: float = 1.0
     threads_per_actor: int = 1         # torch threads inside each CPU actor
     gpus_per_actor: float | None = None  # None = 1 when the cluster has GPUs and --device is not cpu
-    decode_cpus: float = 1.0           # CPUs per decode task
+    # CPUs per decode task. Half a CPU: decoding waits on reads (object stores) much of the time;
+    # a request different from the actors' also stops Ray Data from fusing decoding into the
+    # actors, which would serialise it with the forward pass instead of overlapping the two.
+    decode_cpus: float = 0.5
     rows_per_block: int = 256          # files per input block (unit of scheduling)
     crash_marker: str | None = None    # tests: the first decode task that finds this file missing exits
 
@@ -222,6 +225,7 @@ def embed_with_ray(store: EmbeddingStore, encoder: Encoder, model: str, todo: li
     for flag in ("enable_progress_bars", "enable_operator_progress_bars", "print_on_execution_start"):
         if hasattr(ctx, flag):
             setattr(ctx, flag, False)  # our own bar below; Ray's would interleave with it
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # per-dataset INFO lines; our bar says it
     actors, gpu_each, actor_device = _resources(ray, device, config)
     by_path = {s.path: s for s in todo}
     items = [{"i": i, "path": s.path} for i, s in enumerate(todo)]
@@ -234,7 +238,8 @@ def embed_with_ray(store: EmbeddingStore, encoder: Encoder, model: str, todo: li
     ds = ds.map_batches(_Embedder, batch_size=batch_size, batch_format="numpy",
                         fn_constructor_kwargs=dict(model=model, device=actor_device, calibration=calib,
                                                    threads=config.threads_per_actor),
-                        concurrency=actors, num_cpus=config.cpus_per_actor, num_gpus=gpu_each)
+                        compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=config.cpus_per_actor,
+                        num_gpus=gpu_each)
     added, failures = 0, []
     bar = tqdm(total=len(todo), unit="img", desc=f"indexing (ray, {actors} actor(s))", disable=not progress,
                dynamic_ncols=True)

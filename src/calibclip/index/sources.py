@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterable
 from pathlib import Path
 
 from calibclip.errors import UserError
@@ -201,9 +200,3 @@ def read_bytes(path: str) -> bytes:
         with fsspec.open(path, "rb") as fh:
             return fh.read()
     return Path(path).read_bytes()
-
-
-def chunks(items: list, size: int) -> Iterable[list]:
-    """Consecutive slices of at most ``size`` items."""
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
