@@ -106,7 +106,7 @@ def run_size(n: int, args, ann) -> list[dict]:
             print(f"{label + (f' nprobe={nprobe}' if nprobe else ''):<22} build {build_s:7.1f}s  "
                   f"mem {mem / 2**20:8.1f} MiB  p50 {p50:8.3f} ms  p99 {p99:8.3f} ms  "
                   f"recall@10 {rec:.3f}  x{bf50 / p50:.0f} vs numpy", flush=True)
-        del index
+        index = None  # free before the next kind is built
     return rows
 
 
