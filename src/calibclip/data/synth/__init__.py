@@ -13,7 +13,10 @@ from pathlib import Path
 from calibclip.data.synth.items import cir_item, tbpr_item, tir_item
 from calibclip.data.synth.writers import TASK_DIRS, TASKS, generate, generate_all
 
-SHIPPED_MODEL = Path(__file__).resolve().parents[2] / "assets" / "synth-clip"
+ASSETS = Path(__file__).resolve().parents[2] / "assets"
+SHIPPED_MODEL = ASSETS / "synth-clip"
+SHIPPED_PHI = ASSETS / "synth-phi.pt"  # LinCIR φ trained for SHIPPED_MODEL (scripts/train_synth_cir.py)
+SHIPPED_RTD = ASSETS / "synth-rtd.pt"  # RTD text tower for SHIPPED_MODEL + SHIPPED_PHI (same script)
 
 # Sizes of the demo world: small enough to write in about a second.
 DEMO_GALLERY = {"scenes": 120, "people": 30}  # people = identities (2–4 images each)
@@ -26,6 +29,16 @@ def shipped_model_dir() -> Path:
         raise FileNotFoundError(f"the shipped synthetic CLIP is missing at {SHIPPED_MODEL}; "
                                 "run scripts/train_synth_clip.py to rebuild it.")
     return SHIPPED_MODEL
+
+
+def shipped_phi_path() -> Path | None:
+    """The LinCIR φ shipped for the synthetic CLIP, or None if this checkout lacks it."""
+    return SHIPPED_PHI if SHIPPED_PHI.is_file() else None
+
+
+def shipped_rtd_path() -> Path | None:
+    """The RTD text-tower checkpoint shipped for the synthetic CLIP, or None if absent."""
+    return SHIPPED_RTD if SHIPPED_RTD.is_file() else None
 
 
 def make_demo_world(out_dir: str | Path, seed: int = 0) -> dict[str, Path]:
@@ -57,5 +70,6 @@ def _save(img, path: Path) -> None:
     os.replace(tmp, path)
 
 
-__all__ = ["TASKS", "cir_item", "generate", "generate_all", "make_demo_world", "shipped_model_dir", "tbpr_item",
+__all__ = ["TASKS", "cir_item", "generate", "generate_all", "make_demo_world", "shipped_model_dir", "shipped_phi_path",
+           "shipped_rtd_path", "tbpr_item",
            "tir_item"]
