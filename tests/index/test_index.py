@@ -143,3 +143,24 @@ def test_model_mismatch_and_bad_paths(tmp_path, tiny_encoder):
     index = Index.open(tmp_path / "p.idx", tiny_encoder)
     with pytest.raises(UserError, match="empty"):
         index.search("   ")
+
+
+def test_calibrated_index_accepts_new_query_knobs_but_not_new_cve(tmp_path, tiny_encoder):
+    from calibclip.calib import CalibConfig
+
+    _write_images(tmp_path / "photos", 6)
+    tiny_encoder.calibration = CalibConfig()
+    try:
+        index = _build(tmp_path / "photos", tiny_encoder, tmp_path / "p.idx")
+        base = index.search("a red car", k=3)
+        # DCC / re-rank knobs act at query time only: the same stored features serve them.
+        tiny_encoder.calibration = CalibConfig(dcc_k=1, lam=0.3)
+        assert len(index.search("a red car", k=3)) == 3
+        tiny_encoder.calibration = CalibConfig()
+        assert [h.path for h in index.search("a red car", k=3)] == [h.path for h in base]
+        # A CVE field changes the gallery features themselves: refuse and say how to fix it.
+        tiny_encoder.calibration = CalibConfig(gamma=0.1)
+        with pytest.raises(UserError, match="CVE settings.*--reencode"):
+            index.search("a red car", k=3)
+    finally:
+        tiny_encoder.calibration = None

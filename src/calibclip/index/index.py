@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from calibclip.backends.base import Encoder
+from calibclip.calib.config import CalibConfig
 from calibclip.errors import UserError
 from calibclip.index.embed import IndexSummary, index_folder
 from calibclip.index.store import EmbeddingStore
@@ -185,9 +186,10 @@ class Index:
         if built is None and cfg.to_dict().get("cve", False):
             raise UserError(f"{self.root}: this index was built without calibration, so it has no CVE features; "
                             "rebuild it with `calibclip index ... --calib`, or pass --reencode.")
-        if built is not None and built != cfg.to_dict():
-            raise UserError(f"{self.root}: built with calibration {built}, which differs from the one asked for; "
-                            "search with the same --calib-config, or pass --reencode.")
+        # Only the CVE fields shape the stored features; DCC / similarity knobs may change per search.
+        if built is not None and CalibConfig.from_dict(built).image_fingerprint() != cfg.image_fingerprint():
+            raise UserError(f"{self.root}: built with CVE settings {built}, which differ from the ones asked for; "
+                            "search with the same CVE fields in --calib-config, or pass --reencode.")
 
     def rank(self, feats: dict[str, Any], k: int) -> tuple[np.ndarray, np.ndarray]:
         """Rank the gallery for query feature sets ("plain", and "dcc" with calibration)."""
