@@ -24,7 +24,6 @@ as ``s3://`` or a shared filesystem); the index itself is written where the driv
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -37,6 +36,7 @@ import numpy as np
 from calibclip.backends.base import Encoder
 from calibclip.errors import UserError
 from calibclip.index.embed import IndexSummary, plan
+from calibclip.index.index import prepare_store
 from calibclip.index.store import EmbeddingStore, FileStat
 
 log = logging.getLogger("calibclip.index")
@@ -169,31 +169,6 @@ class _Embedder:
 
 
 # ---- driver side -------------------------------------------------------------------------------
-def _prepare_store(out: Path, encoder: Encoder, dtype: str, rebuild: bool, source: str) -> EmbeddingStore:
-    """Open/create the index and check it matches this run (same rules as ``Index.build``)."""
-    if dtype not in ("float16", "float32"):
-        raise UserError(f"--dtype {dtype}: use float16 or float32.")
-    store = EmbeddingStore(out, create=True)
-    info = store.info()
-    calib = None if encoder.calibration is None else encoder.calibration.to_dict()
-    if info and not rebuild:
-        if info.get("model") != encoder.name:
-            raise UserError(f"{out}: built with model '{info.get('model')}', not '{encoder.name}'; "
-                            "use the same --model, or --rebuild to re-embed everything.")
-        if json.loads(info.get("calib", "null")) != calib:
-            raise UserError(f"{out}: built with a different calibration ({info.get('calib')}); "
-                            "pass the same --calib/--calib-config, or --rebuild to re-embed everything.")
-        if info.get("dtype", dtype) != dtype:
-            raise UserError(f"{out}: stores {info.get('dtype')} embeddings; pass --dtype {info.get('dtype')} "
-                            "or --rebuild.")
-    if rebuild:
-        store.clear()
-    folder = source if "://" in source or not Path(source).exists() else str(Path(source).resolve())
-    store.set_info(model=encoder.name, dim=str(encoder.dim), dtype=dtype, calib=json.dumps(calib),
-                   folder=folder, format="1")
-    return store
-
-
 def _resources(ray: Any, device: str, config: RayConfig) -> tuple[int, float, str]:
     """(number of actors, GPUs per actor, device string for the actors)."""
     cluster = ray.cluster_resources()
@@ -290,7 +265,8 @@ def index_distributed(source: str | Path, encoder: Encoder, model: str | None = 
     model = model or encoder.name
     start = time.perf_counter()
     stats = list_source(source)
-    store = _prepare_store(out, encoder, dtype, rebuild, source)
+    folder = source if "://" in source or not Path(source).exists() else str(Path(source).resolve())
+    store = prepare_store(out, encoder, dtype, rebuild, folder)
     try:
         todo, unchanged, gone = plan(store, stats)
         removed = store.remove(gone) if gone else 0

@@ -43,6 +43,40 @@ def _calib_dict(cfg: Any) -> dict | None:
     return None if cfg is None else cfg.to_dict()
 
 
+def _same_image_features(built: dict | None, asked: dict | None) -> bool:
+    """Would the gallery be embedded identically? Only CVE fields change stored features."""
+    if built is None or asked is None:
+        return built is None and asked is None
+    return CalibConfig.from_dict(built).image_fingerprint() == CalibConfig.from_dict(asked).image_fingerprint()
+
+
+def prepare_store(out: Path, encoder: Encoder, dtype: str, rebuild: bool, source: str) -> EmbeddingStore:
+    """Open/create the index at ``out`` for a (re)build and check it matches this run's model, CVE and dtype.
+
+    Shared by ``Index.build`` and the Ray pipeline; ``source`` (folder or URL) is recorded.
+    """
+    if dtype not in ("float16", "float32"):
+        raise UserError(f"--dtype {dtype}: use float16 or float32.")
+    store = EmbeddingStore(out, create=True)
+    info = store.info()
+    calib = _calib_dict(encoder.calibration)
+    if info and not rebuild:
+        if info.get("model") != encoder.name:
+            raise UserError(f"{out}: built with model '{info.get('model')}', not '{encoder.name}'; "
+                            "use the same --model, or --rebuild to re-embed everything.")
+        if not _same_image_features(json.loads(info.get("calib", "null")), calib):
+            raise UserError(f"{out}: built with a different calibration ({info.get('calib')}); "
+                            "pass the same --calib/--calib-config, or --rebuild to re-embed everything.")
+        if info.get("dtype", dtype) != dtype:
+            raise UserError(f"{out}: stores {info.get('dtype')} embeddings; pass --dtype {info.get('dtype')} "
+                            "or --rebuild.")
+    if rebuild:
+        store.clear()
+    store.set_info(model=encoder.name, dim=str(encoder.dim), dtype=dtype, calib=json.dumps(calib),
+                   folder=source, format="1")
+    return store
+
+
 class Index:
     """A searchable index over an image collection (see docs/ARCHITECTURE.md for the layout)."""
 
@@ -71,26 +105,8 @@ class Index:
         folder = Path(folder)
         if not folder.is_dir():
             raise UserError(f"{folder}: not a directory; pass the folder of images to index.")
-        if dtype not in ("float16", "float32"):
-            raise UserError(f"--dtype {dtype}: use float16 or float32.")
         out = Path(out) if out is not None else default_index_path(folder)
-        store = EmbeddingStore(out, create=True)
-        info = store.info()
-        calib = _calib_dict(encoder.calibration)
-        if info and not rebuild:
-            if info.get("model") != encoder.name:
-                raise UserError(f"{out}: built with model '{info.get('model')}', not '{encoder.name}'; "
-                                "use the same --model, or --rebuild to re-embed everything.")
-            if json.loads(info.get("calib", "null")) != calib:
-                raise UserError(f"{out}: built with a different calibration ({info.get('calib')}); "
-                                "pass the same --calib/--calib-config, or --rebuild to re-embed everything.")
-            if info.get("dtype", dtype) != dtype:
-                raise UserError(f"{out}: stores {info.get('dtype')} embeddings; pass --dtype {info.get('dtype')} "
-                                "or --rebuild.")
-        if rebuild:
-            store.clear()
-        store.set_info(model=encoder.name, dim=str(encoder.dim), dtype=dtype, calib=json.dumps(calib),
-                       folder=str(folder.resolve()), format="1")
+        store = prepare_store(out, encoder, dtype, rebuild, str(folder.resolve()))
         summary = index_folder(store, folder, encoder, batch_size=batch_size, num_workers=num_workers,
                                dtype=dtype, progress=progress)
         from calibclip.index.ann import build_store_ann
