@@ -73,8 +73,8 @@ def tbpr_item(seed: int, split: str, index: int) -> TbprItem:
     return TbprItem(person, shots)
 
 
-def cir_item(seed: int, split: str, index: int) -> CirItem:
-    """An image set: a reference and 5 distinct single-edit variants; the first CIR_PAIRS are queried."""
+def _cir_set(seed: int, split: str, index: int) -> tuple[list, list[str], list[str], str, object]:
+    """The unrendered image set of a CIR item: members, edit texts, member captions, kind, renderer."""
     rng = item_rng(seed, "cir", split, index)
     if rng.random() < CIR_PERSON_SHARE:
         base, view = P.sample_person(rng), P.sample_view(rng)
@@ -91,5 +91,20 @@ def cir_item(seed: int, split: str, index: int) -> CirItem:
         if new not in members:
             members.append(new)
             texts.append(text)
+    return members, texts, [describe(m, rng) for m in members], kind, render
+
+
+def cir_item(seed: int, split: str, index: int) -> CirItem:
+    """An image set: a reference and 5 distinct single-edit variants; the first CIR_PAIRS are queried."""
+    members, texts, captions, kind, render = _cir_set(seed, split, index)
     pairs = [(0, k + 1, texts[k]) for k in range(CIR_PAIRS)]
-    return CirItem([render(m) for m in members], [describe(m, rng) for m in members], pairs, kind)
+    return CirItem([render(m) for m in members], captions, pairs, kind)
+
+
+def cir_text_triplets(seed: int, split: str, index: int) -> list[tuple[str, str, str]]:
+    """(reference caption, modification, target caption) for every edit of a CIR set, without rendering.
+
+    The text-only triplets RTD trains on (the synthetic stand-in for the paper's LLM-written ones).
+    """
+    members, texts, captions, _, _ = _cir_set(seed, split, index)
+    return [(captions[0], texts[k], captions[k + 1]) for k in range(len(members) - 1)]
