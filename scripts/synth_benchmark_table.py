@@ -26,9 +26,11 @@ from calibclip.eval.runner import EvalSpec, evaluate
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 START, END = "<!-- synth-table:start -->", "<!-- synth-table:end -->"
-ABLATIONS = {  # row label → CalibConfig switches
+# Row label → CalibConfig switches. Every calibrated row re-ranks with s0 + λ·cos(t̃, ṽ) (spec §3):
+# +CVE uses ṽ = CVE features with the plain query, +DCC the DCC query with plain image features.
+ABLATIONS = {
     "baseline": None,
-    "+CVE": {"cve": True, "dcc": False, "disc_sim": False},
+    "+CVE": {"cve": True, "dcc": False, "disc_sim": True},
     "+DCC": {"cve": False, "dcc": True, "disc_sim": True},
     "+CVE+DCC (CalibCLIP)": {"cve": True, "dcc": True, "disc_sim": True},
 }
