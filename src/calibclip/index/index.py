@@ -80,9 +80,9 @@ def prepare_store(out: Path, encoder: Encoder, dtype: str, rebuild: bool, source
 class Index:
     """A searchable index over an image collection (see docs/ARCHITECTURE.md for the layout)."""
 
-    def __init__(self, root: str | Path, encoder: Encoder | None = None) -> None:
+    def __init__(self, root: str | Path, encoder: Encoder | None = None, shared: bool = False) -> None:
         self.root = Path(root)
-        self.store = EmbeddingStore(self.root)
+        self.store = EmbeddingStore(self.root, shared=shared)
         self._encoder = encoder
         self._cache: dict[str, tuple[np.ndarray, np.ndarray, list[str]]] = {}
         self._faiss: faiss.Index | None = None
@@ -119,12 +119,15 @@ class Index:
         return index
 
     @classmethod
-    def open(cls, path: str | Path, encoder: Encoder | None = None) -> "Index":
-        """Open an existing index; the encoder is loaded from the recorded model when first needed."""
+    def open(cls, path: str | Path, encoder: Encoder | None = None, shared: bool = False) -> "Index":
+        """Open an existing index; the encoder is loaded from the recorded model when first needed.
+
+        ``shared``: usable from several threads, one at a time (a server serialising its searches).
+        """
         path = Path(path)
         if not path.exists():
             raise UserError(f"{path}: no such index; build it with `calibclip index FOLDER --out {path}`.")
-        return cls(path, encoder)
+        return cls(path, encoder, shared=shared)
 
     # ---- properties ----------------------------------------------------------------------
     @property

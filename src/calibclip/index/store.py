@@ -76,7 +76,8 @@ def atomic_write_text(path: Path, text: str) -> None:
 class EmbeddingStore:
     """Low-level access to one index folder: metadata rows and embedding shards."""
 
-    def __init__(self, root: str | Path, create: bool = False) -> None:
+    def __init__(self, root: str | Path, create: bool = False, shared: bool = False) -> None:
+        """``shared``: the connection may be used from other threads (the caller serialises access)."""
         self.root = Path(root)
         db = self.root / "meta.sqlite"
         if not db.exists():
@@ -84,7 +85,8 @@ class EmbeddingStore:
                 raise UserError(f"{self.root}: not a calibclip index (no meta.sqlite); "
                                 "build one with `calibclip index FOLDER --out INDEX`.")
             (self.root / "shards").mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(db, isolation_level=None)  # explicit transactions below
+        self.conn = sqlite3.connect(db, isolation_level=None,  # explicit transactions below
+                                    check_same_thread=not shared)
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.executescript(SCHEMA)

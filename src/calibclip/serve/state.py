@@ -9,7 +9,6 @@ reference under it, so there is no downtime.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 import warnings
@@ -41,21 +40,10 @@ class Snapshot:
         return len(self.id_to_path)
 
 
-def _share_connection(index: Index) -> None:
-    """Reopen the index's SQLite connection usable from any thread.
-
-    The snapshot is built on one thread and used from the request pool; access is serialised by
-    the Searcher lock, which is what sqlite3's same-thread check protects against.
-    """
-    db = index.store.root / "meta.sqlite"
-    index.store.conn.close()
-    index.store.conn = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
-
-
 def open_snapshot(path: Path, encoder: Any) -> Snapshot:
     """Open ``path`` and load its matrix and FAISS index so the first search is not slow."""
-    index = Index.open(path, encoder)
-    _share_connection(index)
+    # Built on one thread, used from the request pool; access is serialised by the Searcher lock.
+    index = Index.open(path, encoder, shared=True)
     ids, _, paths = index.matrix()
     index._faiss_index()  # warm: built here, outside the lock
     info = index.info
