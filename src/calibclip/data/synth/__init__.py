@@ -19,7 +19,7 @@ SHIPPED_PHI = ASSETS / "synth-phi.pt"  # LinCIR φ trained for SHIPPED_MODEL (sc
 SHIPPED_RTD = ASSETS / "synth-rtd.pt"  # RTD text tower for SHIPPED_MODEL + SHIPPED_PHI (same script)
 
 # Sizes of the demo world: small enough to write in about a second.
-DEMO_GALLERY = {"scenes": 120, "people": 30}  # people = identities (2–4 images each)
+DEMO_GALLERY = {"scenes": 120, "people": 30, "edits": 20}  # people: identities (2–4 images); edits: CIR sets of 6
 DEMO_SPLITS = {"test": 300}
 
 
@@ -44,19 +44,23 @@ def shipped_rtd_path() -> Path | None:
 def make_demo_world(out_dir: str | Path, seed: int = 0) -> dict[str, Path]:
     """Write a small gallery folder plus the three test splits in official formats.
 
-    Layout: ``gallery/scenes/*.png``, ``gallery/people/*.png`` (a mixed folder to index),
+    Layout: ``gallery/scenes/*.png``, ``gallery/people/*.png``, ``gallery/edits/set_III_K.png`` (member K
+    of CIR set III; member 0 is the reference of its edits) — a mixed folder to index —
     ``flickr30k/``, ``cuhk-pedes/``, ``cirr/`` (test splits only). Returns name → path.
     The gallery uses a different split key ('demo') so it does not repeat the test images.
     """
     out = Path(out_dir)
     gallery = out / "gallery"
-    for d in ("scenes", "people"):
+    for d in ("scenes", "people", "edits"):
         (gallery / d).mkdir(parents=True, exist_ok=True)
     for i in range(DEMO_GALLERY["scenes"]):
         _save(tir_item(seed, "demo", i).image, gallery / "scenes" / f"scene_{i:04d}.png")
     for i in range(DEMO_GALLERY["people"]):
         for k, shot in enumerate(tbpr_item(seed, "demo", i).shots):
             _save(shot.image, gallery / "people" / f"person_{i:03d}_{k}.png")
+    for i in range(DEMO_GALLERY["edits"]):
+        for k, img in enumerate(cir_item(seed, "demo", i).images):
+            _save(img, gallery / "edits" / f"set_{i:03d}_{k}.png")
     paths = {"gallery": gallery}
     for task in TASKS:
         generate(out / TASK_DIRS[task], task, DEMO_SPLITS, seed, progress=False)

@@ -1,0 +1,82 @@
+"""`calibclip demo` end to end: index, self-checking queries, HTML page, eval table that matches the JSONs."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from calibclip.cli import app
+from calibclip.demo import build_queries, run_demo
+
+# Measured (seed 0, top-5): text 4/4 right answers, person 3/3, composed φ 1/3, φ + RTD 2/3.
+MIN_FOUND = {"text": 4, "person": 3, "composed": 2}
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    return run_demo(out, seed=0, top_k=5, say=lambda _: None)
+
+
+def test_queries_find_their_right_answers(demo):
+    kinds = {q.kind for q in demo.queries}
+    assert kinds == {"text", "person", "composed"}
+    for kind, need in MIN_FOUND.items():
+        found = sum(q.found_rank is not None for q in demo.queries if q.kind == kind)
+        assert found >= need, (kind, found)
+    for q in demo.queries:
+        assert [h.rank for h in q.hits] == list(range(1, 6))
+        assert q.reference not in {h.path for h in q.hits}  # composed: the reference is never a result
+        assert all(Path(h.path).is_file() for h in q.hits)
+    rtd = [q for q in demo.queries if q.note == "LinCIR φ + RTD"]
+    assert len(rtd) == 3  # the shipped RTD tower is used for the composed queries
+
+
+def test_truth_sets_point_at_gallery_files(demo):
+    for q in build_queries(demo.out / "world" / "gallery", seed=0):
+        assert q.truth and all(Path(p).is_file() for p in q.truth)
+        if q.kind == "person":
+            assert len(q.truth) >= 2  # every shot of the identity counts
+
+
+def test_html_page_shows_every_query_with_existing_images(demo):
+    page = demo.html.read_text(encoding="utf-8")
+    for q in demo.queries:
+        assert q.text.replace("'", "&#x27;") in page
+    srcs = re.findall(r'<img src="([^"]+)"', page)
+    n_refs = sum(q.reference is not None for q in demo.queries)
+    assert len(srcs) == 5 * len(demo.queries) + n_refs
+    assert all((demo.out / s).is_file() for s in srcs)  # relative paths: the folder can be moved
+    assert page.count('class="hit ok"') >= sum(MIN_FOUND.values())
+    assert "Evaluation on the synthetic test splits" in page
+
+
+def test_results_table_matches_the_result_files(demo):
+    rows = {}
+    for line in demo.results_md.read_text(encoding="utf-8").splitlines()[2:]:
+        ds, metric, base, cfg, value, _ = [c.strip() for c in line.strip("|").split("|")]
+        rows[(ds, metric)] = (float(base), cfg, float(value))
+    assert {ds for ds, _ in rows} == {"flickr30k", "cuhk-pedes", "cirr"}
+    files = {p.name: json.loads(p.read_text()) for p in (demo.out / "results").glob("*.json")}
+    base = next(v for k, v in files.items() if k.startswith("flickr30k") and k.endswith("-base.json"))
+    calib = next(v for k, v in files.items() if k.startswith("flickr30k") and "-calib" in k)
+    assert rows[("flickr30k", "t2i_R@1")] == (round(base["metrics"]["t2i_R@1"], 2), "calib",
+                                               round(calib["metrics"]["t2i_R@1"], 2))
+    # the shipped model is far above chance (1/300) on the synthetic test split
+    assert rows[("flickr30k", "t2i_R@10")][0] > 90
+    assert rows[("cuhk-pedes", "R@1")][0] > 60
+    base_r1, cfg, rtd_r1 = rows[("cirr", "R@1")]
+    assert cfg.startswith("rtd") and rtd_r1 > base_r1  # RTD helps on this world (README table)
+
+
+def test_cli_rejects_a_file_as_out_dir(tmp_path):
+    f = tmp_path / "not-a-dir"
+    f.write_text("x")
+    res = CliRunner().invoke(app, ["demo", "--out", str(f), "--no-eval"])
+    assert res.exit_code == 2
+    assert "is a file" in res.output and "Traceback" not in res.output
+    assert f.read_text() == "x"  # untouched
