@@ -139,6 +139,7 @@ def test_resume_continues_exactly(tiny_encoder, triplets, tmp_path, error, saved
     with pytest.raises(UserError, match="lr"):
         train_rtd(enc, phi, triplets, tmp_path / "b" / "rtd.pt", RTDConfig(steps=6, **{**FAST, "lr": 1e-4}),
                   resume=True, progress=False, plot=False)
+    assert all(p.requires_grad for p in enc.model.parameters())  # a refused resume leaves the encoder as it was
 
 
 def test_validation_keeps_the_best_checkpoint(tiny_encoder, triplets, tmp_path):

@@ -60,17 +60,22 @@ def atomic_save_npy(path: Path, array: np.ndarray) -> None:
         raise
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write text atomically (tmp + rename)."""
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write bytes atomically (tmp in the same folder + rename): readers see the old or the new file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
     try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write UTF-8 text atomically (tmp + rename)."""
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 class EmbeddingStore:

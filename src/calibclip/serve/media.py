@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import io
 import mimetypes
-import os
-import tempfile
 from pathlib import Path
 
 from calibclip.images import BadImage, open_image
+from calibclip.index.store import atomic_write_bytes
 from calibclip.serve.state import Snapshot
 
 
@@ -68,15 +67,7 @@ def thumbnail(snap: Snapshot, image_id: int, size: int, quality: int) -> bytes:
     img.save(buf, "JPEG", quality=quality)
     data = buf.getvalue()
     try:
-        cache.parent.mkdir(exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=cache.parent, prefix=".tmp-", suffix=".jpg")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, cache)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_bytes(cache, data)
     except OSError:
         pass  # cannot cache (read-only index): serve it anyway
     return data

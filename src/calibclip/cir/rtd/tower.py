@@ -9,13 +9,13 @@ trained parameter (embeddings, layers, final LN, projection).
 from __future__ import annotations
 
 import copy
-import os
 import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from calibclip.cir.phi import atomic_torch_save
 from calibclip.errors import UserError
 
 FORMAT = "calibclip-rtd-text-tower"
@@ -56,15 +56,6 @@ def rtd_checkpoint(enc: Any, tower: torch.nn.Module, config: dict[str, Any] | No
     return {"format": FORMAT, "version": VERSION, "base_model": str(enc.name), "signature": text_signature(enc),
             "image_fingerprint": image_fingerprint(enc), "config": config or {}, "step": step,
             "state_dict": state}
-
-
-def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """torch.save to a temporary file, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def save_rtd(enc: Any, tower: torch.nn.Module, path: str | Path, config: dict[str, Any] | None = None,

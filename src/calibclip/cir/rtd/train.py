@@ -244,8 +244,6 @@ def train_rtd(enc: Any, phi: torch.nn.Module | None, triplets: Sequence[Triplet]
     data_sha1 = data_fingerprint(triplets)
 
     torch.manual_seed(cfg.seed)
-    frozen_flags = [p.requires_grad for p in enc.model.parameters()]
-    enc.model.requires_grad_(False)  # ψ_T⁰ (and the unused image tower) stay frozen
     if phi is not None:
         phi = phi.to(enc.device).eval().requires_grad_(False)
     tower = make_trainable_tower(enc).train()
@@ -298,6 +296,9 @@ def train_rtd(enc: Any, phi: torch.nn.Module | None, triplets: Sequence[Triplet]
     per_step = cfg.accum * cfg.batch_size
     t0 = time.perf_counter()
     bar = tqdm(total=cfg.steps, initial=start, desc="rtd train", unit="step", disable=not progress)
+    # Frozen only inside the try, so any error (a refused --resume included) gives the encoder back as it was.
+    frozen_flags = [p.requires_grad for p in enc.model.parameters()]
+    enc.model.requires_grad_(False)  # ψ_T⁰ (and the unused image tower) stay frozen
     try:
         for step in range(start, cfg.steps):
             ts = time.perf_counter()
