@@ -258,7 +258,8 @@ def synth_cmd(
 @app.command("demo")
 @user_errors
 def demo_cmd(
-    out: Path = typer.Option(Path("calibclip-demo"), "--out", "-o", help="Folder for the world, index, page, results."),
+    out: Path = typer.Option(Path("calibclip-demo"), "--out", "-o",
+                             help="Folder for the world, index, page, results."),
     seed: int = typer.Option(0, "--seed", help="Seed of the synthetic world."),
     top_k: int = typer.Option(5, "--top-k", "-k", min=1, help="Hits shown per query."),
     no_eval: bool = typer.Option(False, "--no-eval", help="Skip the evaluation on the test splits."),
@@ -275,7 +276,8 @@ def demo_cmd(
     if not quiet:
         for q in report.queries:
             found = q.found_rank
-            verdict = f"[green]✓ right answer at rank {found}[/green]" if found else "[red]✗ not in the top hits[/red]"
+            verdict = (f"[green]✓ right answer at rank {found}[/green]" if found
+                       else "[red]✗ not in the top hits[/red]")
             label = q.kind + (f" · {q.note}" if q.note else "")
             ref = f" + reference {Path(q.reference).name}" if q.reference else ""
             print_hits(q.hits, False, f"[{label}] \"{q.text}\"{ref} — {verdict}")

@@ -68,8 +68,8 @@ def build_queries(gallery: Path, seed: int) -> list[DemoQuery]:
     """Text, person and composed queries with their right answers, from the generator's own items."""
     from calibclip.data.synth import cir_item, tbpr_item, tir_item
 
-    queries = [DemoQuery("text", tir_item(seed, "demo", i).captions[0], {str(gallery / "scenes" / f"scene_{i:04d}.png")})
-               for i in TEXT_SCENES]
+    queries = [DemoQuery("text", tir_item(seed, "demo", i).captions[0],
+                         {str(gallery / "scenes" / f"scene_{i:04d}.png")}) for i in TEXT_SCENES]
     for pid in PERSON_IDS:
         item = tbpr_item(seed, "demo", pid)
         truth = {str(gallery / "people" / f"person_{pid:03d}_{k}.png") for k in range(len(item.shots))}
@@ -180,8 +180,8 @@ def run_eval(world: dict[str, Path], out: Path, model: str, phi: Path | None, rt
     return groups
 
 
-KEY_METRICS = {"flickr30k": ("t2i_R@1", "t2i_R@5", "t2i_R@10", "i2t_R@1"), "cuhk-pedes": ("R@1", "R@5", "R@10", "mAP"),
-               "cirr": ("R@1", "R@5", "R@10", "Rsubset@1")}
+KEY_METRICS = {"flickr30k": ("t2i_R@1", "t2i_R@5", "t2i_R@10", "i2t_R@1"),
+               "cuhk-pedes": ("R@1", "R@5", "R@10", "mAP"), "cirr": ("R@1", "R@5", "R@10", "Rsubset@1")}
 
 
 def results_rows(groups: list[list[Any]]) -> list[tuple[str, str, str, float, float | None]]:
@@ -201,7 +201,8 @@ def write_results_md(groups: list[list[Any]], path: Path) -> Path:
 
     lines = ["| dataset | metric | base | compared with | value | Δ |", "|---|---|---|---|---|---|"]
     for ds, m, cfg, a, b in results_rows(groups):
-        lines.append(f"| {ds} | {m} | {a:.2f} | {cfg} | " + ("– | – |" if b is None else f"{b:.2f} | {b - a:+.2f} |"))
+        tail = "– | – |" if b is None else f"{b:.2f} | {b - a:+.2f} |"
+        lines.append(f"| {ds} | {m} | {a:.2f} | {cfg} | {tail}")
     atomic_write_text(path, "\n".join(lines) + "\n")
     return path
 
