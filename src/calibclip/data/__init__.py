@@ -9,6 +9,7 @@ from pathlib import Path
 
 from calibclip.data.cir import read_circo, read_cirr, read_fashioniq
 from calibclip.data.common import fingerprint
+from calibclip.data.genecis import read_genecis
 from calibclip.data.tbpr import read_irra
 from calibclip.data.tir import read_karpathy, read_pairs
 from calibclip.data.types import ComposedQuery, ComposedSet, RetrievalSet
@@ -18,7 +19,7 @@ from calibclip.errors import UserError
 DATASETS = {
     "flickr30k": ("tir", "test"), "mscoco": ("tir", "test"),
     "cuhk-pedes": ("tbpr", "test"), "icfg-pedes": ("tbpr", "test"), "rstpreid": ("tbpr", "test"),
-    "cirr": ("cir", "val"), "fashioniq": ("cir", "val"), "circo": ("cir", "val"),
+    "cirr": ("cir", "val"), "fashioniq": ("cir", "val"), "circo": ("cir", "val"), "genecis": ("cir", "all"),
     "pairs": ("tir", "all"),
 }
 ALIASES = {"coco": "mscoco", "flickr": "flickr30k", "cuhk": "cuhk-pedes", "icfg": "icfg-pedes", "rstp": "rstpreid",
@@ -48,8 +49,10 @@ def read_dataset(name: str, root: str | Path, split: str | None = None) -> list[
         return read_fashioniq(root, split)
     if key == "circo":
         return [read_circo(root, split)]
+    if key == "genecis":
+        return read_genecis(root, split)
     return [read_pairs(root)]
 
 
 __all__ = ["ComposedQuery", "ComposedSet", "DATASETS", "RetrievalSet", "canonical", "fingerprint", "read_circo",
-           "read_cirr", "read_dataset", "read_fashioniq", "read_irra", "read_karpathy", "read_pairs"]
+           "read_cirr", "read_dataset", "read_fashioniq", "read_genecis", "read_irra", "read_karpathy", "read_pairs"]

@@ -42,6 +42,7 @@ class ComposedQuery:
     target: int | None = None
     positives: list[int] = field(default_factory=list)
     members: list[int] = field(default_factory=list)
+    reference_box: tuple[float, float, float, float] | None = None  # GeneCIS attribute tasks: crop the instance
 
 
 @dataclass
@@ -56,6 +57,7 @@ class ComposedSet:
     category: str | None = None
     files: list[Path] = field(default_factory=list)
     task: str = "cir"
+    boxes: list[tuple[float, float, float, float] | None] | None = None  # per image: crop box (GeneCIS), or None
 
     @property
     def labelled(self) -> bool:

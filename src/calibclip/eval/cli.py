@@ -22,17 +22,19 @@ def default_cache_dir() -> Path:
 
 def eval_cmd(
     dataset: str = typer.Argument(..., help="flickr30k, mscoco, cuhk-pedes, icfg-pedes, rstpreid, cirr, fashioniq, "
-                                  "circo, or pairs (a CSV/JSONL of image,caption given as --root)."),
+                                  "circo, genecis, or pairs (a CSV/JSONL of image,caption given as --root)."),
     root: Path = typer.Option(..., "--root", "-r", help="Dataset folder (official layout), or the pairs file."),
     model: str = typer.Option(..., "--model", "-m", help="HF model id or local model directory."),
     calib: bool = typer.Option(False, "--calib", help="Evaluate with CalibCLIP (CVE gallery, DCC queries)."),
     calib_config: Path = typer.Option(None, "--calib-config",
                                       help="TOML file with CalibConfig fields (implies --calib)."),
-    phi: Path = typer.Option(None, "--phi", help="φ checkpoint for composed retrieval (cirr, fashioniq, circo)."),
+    phi: Path = typer.Option(None, "--phi",
+                             help="φ checkpoint for composed retrieval (cirr, fashioniq, circo, genecis)."),
     rtd: Path = typer.Option(None, "--rtd", help="RTD text-encoder checkpoint (composed retrieval)."),
     compare: str = typer.Option(None, "--compare", help="Two or more configurations in one run, e.g. base,calib "
                                 "or base,rtd; prints the delta."),
-    split: str = typer.Option(None, "--split", help="Split (default: test for TIR/TBPR, val for CIR)."),
+    split: str = typer.Option(None, "--split", help="Split (default: test for TIR/TBPR, val for CIR; GeneCIS: "
+                              "change_attribute, focus_attribute, change_object, focus_object or all)."),
     submission: Path = typer.Option(None, "--submission", help="Write the CIRR/CIRCO test-server JSON here."),
     markdown: Path = typer.Option(None, "--markdown", help="Append the result row(s) to this Markdown table file."),
     prompt: str = typer.Option("a photo of $ that {}", "--prompt", help="Composed query template."),

@@ -136,6 +136,17 @@ def _open(path: Path):
         raise UserError(f"benchmark image unreadable: {exc}") from None
 
 
+def _open_cropped(item: tuple[Path, Any]):
+    """An image, cut to its GeneCIS instance box when it has one."""
+    path, box = item
+    img = _open(path)
+    if box is None:
+        return img
+    from calibclip.data.genecis import crop_instance
+
+    return crop_instance(img, box)
+
+
 def _batches(n: int, size: int):
     for i in range(0, n, size):
         yield i, min(n, i + size)
@@ -145,13 +156,18 @@ def _to_np(x: Any) -> np.ndarray:
     return (x.detach().float().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, np.float32))
 
 
-def encode_gallery(enc: Any, paths: list[Path], batch_size: int, progress: bool, desc: str) -> dict[str, np.ndarray]:
-    """Feature sets ("plain", plus "cve" with calibration) of every gallery image, decoded in threads."""
+def encode_gallery(enc: Any, paths: list[Path], batch_size: int, progress: bool, desc: str,
+                   boxes: list[Any] | None = None) -> dict[str, np.ndarray]:
+    """Feature sets ("plain", plus "cve" with calibration) of every gallery image, decoded in threads.
+
+    ``boxes``: per image an instance box to crop (GeneCIS attribute tasks) or None.
+    """
     out: dict[str, list[np.ndarray]] = {}
+    items = list(zip(paths, boxes if boxes is not None else [None] * len(paths)))
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool, \
             tqdm(total=len(paths), desc=desc, unit="img", disable=not progress, leave=False) as bar:
         for a, b in _batches(len(paths), batch_size):
-            images = list(pool.map(_open, paths[a:b]))
+            images = list(pool.map(_open_cropped, items[a:b]))
             feats = enc.image_feature_set(enc.preprocess(images))
             for k, v in feats.items():
                 out.setdefault(k, []).append(_to_np(v))
@@ -188,7 +204,7 @@ class FeatureCache:
 
 
 def gallery_features(enc: Any, paths: list[Path], key: str, cache: FeatureCache, batch_size: int,
-                     progress: bool) -> tuple[dict[str, np.ndarray], bool]:
+                     progress: bool, boxes: list[Any] | None = None) -> tuple[dict[str, np.ndarray], bool]:
     """Gallery feature sets for ``enc`` (cached); returns (features, came_from_cache)."""
     calib = enc.calibration
     fps = {"plain": "plain"}
@@ -197,7 +213,7 @@ def gallery_features(enc: Any, paths: list[Path], key: str, cache: FeatureCache,
     hit = cache.load(key, fps)
     if hit is not None:
         return hit, True
-    feats = encode_gallery(enc, paths, batch_size, progress, f"gallery {key.split('-')[0]}")
+    feats = encode_gallery(enc, paths, batch_size, progress, f"gallery {key.split('-')[0]}", boxes)
     if calib is not None and "cve" not in feats:  # calibration with CVE switched off: the plain features serve
         feats["cve"] = feats["plain"]
     cache.save(key, feats, fps)
@@ -228,7 +244,7 @@ def encode_composed_queries(enc: Any, ds: ComposedSet, phi: Any, prompt: str, ba
         for a, b in tqdm(list(_batches(len(qs), batch_size)), desc="composed queries", disable=not progress,
                          leave=False):
             batch = qs[a:b]
-            images = list(pool.map(_open, [q.reference_path for q in batch]))
+            images = list(pool.map(_open_cropped, [(q.reference_path, q.reference_box) for q in batch]))
             if ds.name == "fashioniq":
                 caps = [(q.captions[0], q.captions[1] if len(q.captions) > 1 else q.captions[0]) for q in batch]
                 feats = cir.fashioniq_feature_set(enc, images, caps, phi, prompt, batch_size)
@@ -262,7 +278,31 @@ def _part_metrics(ds: RetrievalSet | ComposedSet, q: dict[str, np.ndarray], g: d
                               [x.members for x in ds.queries]), src
     if ds.name == "circo":
         return M.circo_metrics(src, [x.positives for x in ds.queries]), src
+    if ds.name == "genecis":
+        return M.genecis_metrics(*genecis_block(ds, q, g, calib)), src
     return M.fashioniq_metrics(src, [x.target for x in ds.queries]), src
+
+
+def genecis_block(ds: ComposedSet, q: dict[str, np.ndarray], g: dict[str, np.ndarray], calib: Any
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(scores over each query's own gallery (m, G), target column (m,), valid mask (m, G)) for GeneCIS.
+
+    The reliable candidate space of CalibCLIP is the query's own gallery (10–15 images, below K), so a
+    calibrated row scores every member with s0 + λ·cos(t̃, ṽ) (spec §3).
+    """
+    width = max(len(x.members) for x in ds.queries)
+    cols = np.zeros((len(ds.queries), width), dtype=np.int64)
+    mask = np.zeros((len(ds.queries), width), dtype=bool)
+    for i, x in enumerate(ds.queries):
+        cols[i, :len(x.members)] = x.members
+        mask[i, :len(x.members)] = True
+    qp, gp = q["plain"].astype(np.float32), g["plain"].astype(np.float32)
+    scores = np.einsum("qd,qkd->qk", qp, gp[cols])
+    if calib is not None and getattr(calib, "disc_sim", False) and "dcc" in q:
+        gc = g.get("cve", g["plain"]).astype(np.float32)
+        scores = scores + calib.lam * np.einsum("qd,qkd->qk", q["dcc"].astype(np.float32), gc[cols])
+    target = np.array([x.members.index(x.target) for x in ds.queries], dtype=np.int64)
+    return scores, target, mask
 
 
 def _average_parts(per_part: dict[str, dict[str, float]]) -> dict[str, float]:
@@ -372,7 +412,8 @@ def evaluate(spec: EvalSpec, enc: Any = None) -> EvalResult:
         pname = (part.category if isinstance(part, ComposedSet) else None) or "all"
         t0 = time.perf_counter()
         key = f"{name}-{split}-{pname}-{model_key}-{data_fp}"
-        g, cached = gallery_features(enc, part.image_paths, key, cache, spec.batch_size, spec.progress)
+        g, cached = gallery_features(enc, part.image_paths, key, cache, spec.batch_size, spec.progress,
+                                     getattr(part, "boxes", None))
         cached_all &= cached
         t1 = time.perf_counter()
         if isinstance(part, RetrievalSet):
