@@ -80,3 +80,12 @@ def test_cli_rejects_a_file_as_out_dir(tmp_path):
     assert res.exit_code == 2
     assert "is a file" in res.output and "Traceback" not in res.output
     assert f.read_text() == "x"  # untouched
+
+
+def test_cli_demo_with_a_relative_out_dir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(app, ["demo", "--out", "rel-demo", "--no-eval", "--top-k", "5"])
+    assert res.exit_code == 0, res.output
+    found = int(re.search(r"(\d+)/13 queries found their right answer", res.output).group(1))
+    assert found >= sum(MIN_FOUND.values())  # measured 10/13
+    assert (tmp_path / "rel-demo" / "demo.html").is_file() and not (tmp_path / "rel-demo" / "results.md").exists()

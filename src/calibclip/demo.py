@@ -215,7 +215,7 @@ def run_demo(out: Path, seed: int = 0, top_k: int = 5, evaluate: bool = True,
     from calibclip.data.synth import make_demo_world, shipped_model_dir, shipped_phi_path, shipped_rtd_path
 
     t0 = time.perf_counter()
-    out = check_out_dir(Path(out))
+    out = check_out_dir(Path(out)).resolve()  # index hits are absolute paths: compare like with like
     if top_k < 1:
         raise UserError(f"--top-k {top_k}: must be at least 1.")
     world = make_demo_world(out / "world", seed)
