@@ -66,6 +66,12 @@ def test_results_table_matches_the_result_files(demo):
     calib = next(v for k, v in files.items() if k.startswith("flickr30k") and "-calib" in k)
     assert rows[("flickr30k", "t2i_R@1")] == (round(base["metrics"]["t2i_R@1"], 2), "calib",
                                                round(calib["metrics"]["t2i_R@1"], 2))
+    # every row: base column = the dataset's base run, value column = the run named in the row
+    by_config = {(v["dataset"], v["config"]): v["metrics"] for v in files.values()}
+    for (ds, metric), (b, cfg, value) in rows.items():
+        first = next(m for (d, c), m in by_config.items() if d == ds and c.startswith("base"))
+        assert b == round(first[metric], 2) and value == round(by_config[(ds, cfg)][metric], 2), (ds, metric)
+    assert len(rows) == 12 and len(files) == 6
     # the shipped model is far above chance (1/300) on the synthetic test split
     assert rows[("flickr30k", "t2i_R@10")][0] > 90
     assert rows[("cuhk-pedes", "R@1")][0] > 60
@@ -89,3 +95,16 @@ def test_cli_demo_with_a_relative_out_dir(tmp_path, monkeypatch):
     found = int(re.search(r"(\d+)/13 queries found their right answer", res.output).group(1))
     assert found >= sum(MIN_FOUND.values())  # measured 10/13
     assert (tmp_path / "rel-demo" / "demo.html").is_file() and not (tmp_path / "rel-demo" / "results.md").exists()
+
+
+def test_demo_without_a_shipped_phi_skips_composed_queries(tmp_path, monkeypatch):
+    import calibclip.data.synth as synth
+
+    monkeypatch.setattr(synth, "shipped_phi_path", lambda: None)
+    said = []
+    report = run_demo(tmp_path / "d", seed=0, top_k=3, evaluate=False, say=said.append)
+    assert {q.kind for q in report.queries} == {"text", "person"}
+    assert sum("composed queries skipped" in m for m in said) == 1
+    assert [m.split(":")[0] for m in said if "skipped" not in m] == ["world", "index", "queries"]
+    assert report.results_md is None and not (tmp_path / "d" / "results.md").exists()
+    assert all(len(q.hits) == 3 for q in report.queries)

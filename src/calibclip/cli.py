@@ -270,17 +270,19 @@ def demo_cmd(
 
     from calibclip.demo import results_rows, run_demo
 
-    report = run_demo(out, seed=seed, top_k=top_k, evaluate=not no_eval,
-                      say=(lambda _: None) if quiet else (lambda m: console.print(f"[cyan]•[/cyan] {m}")))
-    right = sum(q.found_rank is not None for q in report.queries)
-    if not quiet:
-        for q in report.queries:
+    def show(queries: list) -> None:  # printed before the evaluation starts
+        for q in queries:
             found = q.found_rank
             verdict = (f"[green]✓ right answer at rank {found}[/green]" if found
                        else "[red]✗ not in the top hits[/red]")
             label = q.kind + (f" · {q.note}" if q.note else "")
             ref = f" + reference {Path(q.reference).name}" if q.reference else ""
             print_hits(q.hits, False, f"[{label}] \"{q.text}\"{ref} — {verdict}")
+
+    report = run_demo(out, seed=seed, top_k=top_k, evaluate=not no_eval,
+                      say=(lambda _: None) if quiet else (lambda m: console.print(f"[cyan]•[/cyan] {m}")),
+                      on_queries=None if quiet else show)
+    right = sum(q.found_rank is not None for q in report.queries)
     if report.eval_rows:
         table = Table(title="synthetic test splits (shipped model)", title_justify="left")
         for col, just in (("dataset", "left"), ("metric", "left"), ("base", "right"), ("vs", "left"),

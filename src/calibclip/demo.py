@@ -208,32 +208,46 @@ def write_results_md(groups: list[list[Any]], path: Path) -> Path:
 
 
 def run_demo(out: Path, seed: int = 0, top_k: int = 5, evaluate: bool = True,
-             say: Callable[[str], None] = print) -> DemoReport:
-    """Run the whole demo into ``out`` (see the module docstring); ``say`` prints one status line per stage."""
+             say: Callable[[str], None] = print,
+             on_queries: Callable[[list[DemoQuery]], None] | None = None) -> DemoReport:
+    """Run the whole demo into ``out`` (see the module docstring); ``say`` prints one status line per stage
+    (with its seconds); ``on_queries`` gets the answered queries before the (slower) evaluation starts."""
     import calibclip
     from calibclip.cir import load_phi
     from calibclip.data.synth import make_demo_world, shipped_model_dir, shipped_phi_path, shipped_rtd_path
 
-    t0 = time.perf_counter()
-    out = check_out_dir(Path(out)).resolve()  # index hits are absolute paths: compare like with like
-    if top_k < 1:
+    if top_k < 1:  # before anything is written
         raise UserError(f"--top-k {top_k}: must be at least 1.")
+    t0 = last = time.perf_counter()
+
+    def stage(msg: str) -> None:
+        nonlocal last
+        now = time.perf_counter()
+        say(f"{msg} ({now - last:.1f} s)")
+        last = now
+
+    out = check_out_dir(Path(out)).resolve()  # index hits are absolute paths: compare like with like
     world = make_demo_world(out / "world", seed)
-    say(f"world: synthetic gallery and test splits (seed {seed}) in {out / 'world'}")
+    stage(f"world: synthetic gallery and test splits (seed {seed}) in {out / 'world'}")
     model = str(shipped_model_dir())
     enc = calibclip.load(model, device="cpu")
     index = calibclip.Index.build(world["gallery"], enc, out=out / "gallery.idx", progress=False)
-    say(f"index: {len(index)} images embedded with the shipped synthetic CLIP → {out / 'gallery.idx'}")
+    stage(f"index: {len(index)} images embedded with the shipped synthetic CLIP → {out / 'gallery.idx'}")
     phi_path, rtd_path = shipped_phi_path(), shipped_rtd_path()
     phi = load_phi(phi_path) if phi_path is not None else None
     if phi is None:
         say("composed queries skipped: no shipped φ (run scripts/train_synth_cir.py)")
     queries = run_queries(index, build_queries(world["gallery"], seed), top_k, phi, rtd_path)
     page = write_html(queries, out)
+    stage(f"queries: {len(queries)} answered, page {page}")
+    if on_queries is not None:
+        on_queries(queries)
+        last = time.perf_counter()  # printing is not a stage
     report = DemoReport(out=out, queries=queries, html=page)
     if evaluate:
         say("eval: synthetic test splits (Flickr30K, CUHK-PEDES, CIRR formats) …")
         report.eval_rows = run_eval(world, out, model, phi_path, rtd_path)
+        stage(f"eval: {sum(len(g) for g in report.eval_rows)} runs → {out / 'results'}")
         report.results_md = write_results_md(report.eval_rows, out / "results.md")
         write_html(queries, out, report.eval_rows)
     report.seconds = time.perf_counter() - t0
