@@ -151,3 +151,67 @@ def test_bad_genecis_files_give_one_clear_line(genecis, tmp_path, tiny_model_dir
     assert res.exit_code == 2 and "3.jpg not found" in res.output and "Visual Genome" in res.output
     res = CliRunner().invoke(app, [*args[:4], "--split", "nope", *args[6:]])
     assert res.exit_code == 2 and "change_attribute" in res.output
+
+
+def test_split_all_reports_each_sub_task_and_their_average(genecis, tmp_path, tiny_encoder, tiny_model_dir,
+                                                           phi_path):
+    from calibclip.cir import load_phi
+
+    # the two missing sub-tasks, in the official format too; VG images also found in the official VG_100K_all
+    vg_all = genecis / "vg" / "VG_100K_all"
+    vg_all.mkdir(parents=True)
+    (genecis / "VG_100K" / "8.jpg").rename(vg_all / "8.jpg")
+    attr = json.loads((genecis / "genecis" / "change_attribute.json").read_text())
+    obj = json.loads((genecis / "genecis" / "focus_object.json").read_text())
+    (genecis / "genecis" / "focus_attribute.json").write_text(json.dumps([{**r, "condition": "shape"} for r in attr]))
+    (genecis / "genecis" / "change_object.json").write_text(json.dumps(obj[::-1]))
+    res = CliRunner().invoke(app, ["eval", "genecis", "--root", str(genecis), "--model", str(tiny_model_dir),
+                                   "--phi", str(phi_path), "--device", "cpu", "--results-dir",
+                                   str(tmp_path / "res"), "--no-cache", "-q"])
+    assert res.exit_code == 0, res.output
+    (path,) = (tmp_path / "res").glob("genecis*.json")
+    got = json.loads(path.read_text())["metrics"]
+    phi = load_phi(phi_path)
+    per_task = {t: _expected_recalls(tiny_encoder, read_genecis_task(genecis, t), phi)
+                for t in ("change_attribute", "focus_attribute", "change_object", "focus_object")}
+    for t, exp in per_task.items():
+        for k, v in exp.items():
+            assert got[f"{t}/{k}"] == pytest.approx(v, abs=1e-3), (t, k)
+    for k in ("R@1", "R@2", "R@3"):
+        assert got[f"avg/{k}"] == pytest.approx(np.mean([m[k] for m in per_task.values()]), abs=1e-3)
+    # 2 queries per sub-task: every recall is 0, 50 or 100 %
+    assert all(v in (0.0, 50.0, 100.0) for t in per_task for v in per_task[t].values())
+    assert vg_all / "8.jpg" in read_genecis_task(genecis, "change_attribute").image_paths
+
+
+@pytest.mark.parametrize(("task", "entry", "needle"), [
+    ("change_attribute", {"image_id": 1, "instance_bbox": ["a", 4, 12, 10]}, "instance_bbox ['a', 4, 12, 10]"),
+    ("change_attribute", {"image_id": 1, "instance_bbox": [5, 4, 0, 10]}, "w, h > 0"),
+    ("change_attribute", {"image_id": 1}, "needs 'image_id' and 'instance_bbox'"),
+    ("focus_object", {"val_image_id": "abc"}, "val_image_id 'abc' is not a COCO image id"),
+    ("focus_object", {"image_id": 101}, "needs 'val_image_id'"),
+])
+def test_bad_image_entries_name_the_file_and_the_field(genecis, task, entry, needle):
+    ann = genecis / "genecis" / f"{task}.json"
+    records = json.loads(ann.read_text())
+    records[0]["target"] = entry
+    ann.write_text(json.dumps(records))
+    with pytest.raises(UserError) as err:
+        read_genecis_task(genecis, task)
+    msg = str(err.value)
+    assert str(ann) in msg and "record 0 target" in msg and needle in msg and "\n" not in msg
+
+
+def test_cli_errors_are_one_line_exit_2(genecis, tmp_path, tiny_model_dir, phi_path):
+    base = ["eval", "genecis", "--model", str(tiny_model_dir), "--phi", str(phi_path), "--device", "cpu",
+            "--no-cache", "-q"]
+    res = CliRunner().invoke(app, [*base, "--root", str(tmp_path / "nowhere"), "--split", "focus_object"])
+    assert res.exit_code == 2 and res.output.count("\n") == 1 and "nowhere" in res.output
+    res = CliRunner().invoke(app, [*base, "--root", str(genecis), "--split", "focus_attribute"])
+    assert res.exit_code == 2 and res.output.count("\n") == 1 and "focus_attribute.json not found" in res.output
+    ann = genecis / "genecis" / "focus_object.json"
+    ann.write_text(json.dumps([{"reference": {"val_image_id": 101}, "target": {"val_image_id": 102},
+                                "gallery": {"val_image_id": 103}, "condition": "dog"}]))
+    res = CliRunner().invoke(app, [*base, "--root", str(genecis), "--split", "focus_object"])
+    assert res.exit_code == 2 and res.output.count("\n") == 1
+    assert str(ann) in res.output and "'gallery' must be a non-empty list" in res.output

@@ -8,9 +8,10 @@ each record has ``reference`` and ``target`` (one image each), ``gallery`` (a li
 ``{"val_image_id"}``.
 
 Root layout we read (``--root ROOT``): ``ROOT/genecis/<task>.json`` (or ``ROOT/<task>.json``),
-Visual Genome images ``<image_id>.jpg`` under ``ROOT/VG_100K`` or ``ROOT/VG_100K_2`` (also under a
-``vg/`` or ``visual_genome/`` folder), COCO images ``<val_image_id:012d>.jpg`` under
-``ROOT/val2017`` (or ``coco/val2017``, ``coco2017/val2017``).
+Visual Genome images ``<image_id>.jpg`` under ``ROOT/VG_100K_all`` (the official config's merged
+folder), ``ROOT/VG_100K`` or ``ROOT/VG_100K_2`` (also under a ``vg/`` or ``visual_genome/`` folder),
+COCO images ``<val_image_id:012d>.jpg`` under ``ROOT/val2017`` (or ``coco/val2017``,
+``coco2017/val2017``). E.g. ROOT/genecis/*.json, ROOT/vg/VG_100K/*.jpg, ROOT/coco2017/val2017/*.jpg.
 
 As the official evaluation code does:
 - attribute-task images are the instance box, dilated by 0.7 of its size (left/top moved out by
@@ -25,6 +26,7 @@ form the set's image list and each query's ``members`` are its own gallery, targ
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -37,7 +39,7 @@ from calibclip.errors import UserError
 
 TASKS = ("change_attribute", "focus_attribute", "change_object", "focus_object")
 DILATION = 0.7  # official VAW loader: box grown by 0.7 of its width/height
-VG_DIRS = ("VG_100K", "VG_100K_2", "vg/VG_100K", "vg/VG_100K_2", "visual_genome/VG_100K", "visual_genome/VG_100K_2")
+VG_DIRS = tuple(f"{top}{d}" for top in ("", "vg/", "visual_genome/") for d in ("VG_100K_all", "VG_100K", "VG_100K_2"))
 COCO_DIRS = ("val2017", "coco/val2017", "coco2017/val2017")
 WHAT = "GeneCIS records ({'reference', 'target', 'gallery', 'condition'})"
 
@@ -63,13 +65,13 @@ def _image_dirs(root: Path, task: str) -> list[Path]:
     return [root / d for d in (VG_DIRS if task.endswith("attribute") else COCO_DIRS)]
 
 
-def _locate(dirs: list[Path], name: str, ann: Path, task: str) -> Path:
+def _locate(root: Path, dirs: list[Path], name: str, ann: Path, task: str) -> Path:
     for d in dirs:
         if (d / name).is_file():
             return d / name
-    shown = ", ".join(str(d) for d in dirs)
+    shown = ", ".join(str(d.relative_to(root)) for d in dirs)
     src = "Visual Genome 1.2" if task.endswith("attribute") else "COCO 2017 val"
-    raise UserError(f"{ann}: image {name} not found under {shown}; put the {src} images there.")
+    raise UserError(f"{ann}: image {name} not found under {root} ({shown}); put the {src} images there.")
 
 
 def _image_key(rec: Any, task: str, ann: Path, i: int, role: str) -> tuple[str, Box | None]:
@@ -79,13 +81,34 @@ def _image_key(rec: Any, task: str, ann: Path, i: int, role: str) -> tuple[str, 
     if task.endswith("attribute"):
         if "image_id" not in rec or "instance_bbox" not in rec:
             raise UserError(f"{ann}: record {i} {role} needs 'image_id' and 'instance_bbox' (Visual Genome entry).")
-        box = rec["instance_bbox"]
-        if not (isinstance(box, (list, tuple)) and len(box) == 4 and float(box[2]) > 0 and float(box[3]) > 0):
+        box, image_id = rec["instance_bbox"], rec["image_id"]
+        nums = [_number(v) for v in box] if isinstance(box, (list, tuple)) and len(box) == 4 else []
+        if len(nums) != 4 or None in nums or nums[2] <= 0 or nums[3] <= 0:  # type: ignore[operator]
             raise UserError(f"{ann}: record {i} {role} instance_bbox {box!r} is not [x, y, w, h] with w, h > 0.")
-        return f"{rec['image_id']}.jpg", tuple(float(v) for v in box)  # type: ignore[return-value]
+        if not _is_id(image_id):
+            raise UserError(f"{ann}: record {i} {role} image_id {image_id!r} is not a Visual Genome image id.")
+        return f"{image_id}.jpg", tuple(nums)  # type: ignore[return-value]
     if "val_image_id" not in rec:
         raise UserError(f"{ann}: record {i} {role} needs 'val_image_id' (COCO 2017 val entry).")
+    if not _is_id(rec["val_image_id"]):
+        raise UserError(f"{ann}: record {i} {role} val_image_id {rec['val_image_id']!r} is not a COCO image id.")
     return f"{int(rec['val_image_id']):012d}.jpg", None
+
+
+def _number(v: Any) -> float | None:
+    """A JSON number as float, or None (bools and non-numeric strings are not box coordinates)."""
+    if isinstance(v, bool):
+        return None
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def _is_id(v: Any) -> bool:
+    """An image id: a non-negative int, or its decimal string."""
+    return (isinstance(v, int) and not isinstance(v, bool) and v >= 0) or (isinstance(v, str) and v.isdigit())
 
 
 def read_genecis_task(root: str | Path, task: str) -> ComposedSet:
@@ -111,7 +134,7 @@ def read_genecis_task(root: str | Path, task: str) -> ComposedSet:
     def index_of(entry: Any, i: int, role: str) -> tuple[int, Path, Box | None]:
         name, box = _image_key(entry, task, ann, i, role)
         if name not in where:
-            where[name] = _locate(dirs, name, ann, task)
+            where[name] = _locate(root, dirs, name, ann, task)
         if (name, box) not in keys:
             keys[(name, box)] = len(paths)
             paths.append(where[name])
