@@ -94,12 +94,13 @@ def test_cli_eval_circo_test_writes_the_server_submission(circo, tmp_path, tiny_
     assert sorted(sub.parent.glob("*.json")) == [sub]  # CIRCO: one file, {query id: [50 image ids]}
     body = json.loads(sub.read_text())
     sims, ds = _sims(tiny_encoder, circo, "test", phi_path)
-    assert set(body) == {"0", "1"}  # query ids as strings → ranked COCO image ids
+    # query ids as strings → ranked COCO image ids (JSON integers, as in the server's example)
+    assert set(body) == {"0", "1"}
     for qi, qid in enumerate(["0", "1"]):
         ranked = body[qid]
-        assert len(ranked) == 50 and len(set(ranked)) == 50
-        expected = [ds.image_ids[j] for j in np.argsort(-sims[qi], kind="stable")[:50]]
-        assert [str(x) for x in ranked] == [str(x) for x in expected]
+        assert len(ranked) == 50 and len(set(ranked)) == 50 and all(type(x) is int for x in ranked)
+        expected = [int(ds.image_ids[j]) for j in np.argsort(-sims[qi], kind="stable")[:50]]
+        assert ranked == expected
 
 
 def test_cli_eval_circo_bad_annotation_is_one_clear_line(circo, tmp_path, tiny_model_dir, phi_path):

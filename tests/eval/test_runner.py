@@ -165,7 +165,7 @@ def test_cirr_submission_format(tmp_path):
                                     "dev-1-0-img1"], "102": ["dev-1-0-img1"]}
     assert submission_paths(tmp_path / "out.json")["recall_subset"] == tmp_path / "out_subset.json"
     circo = ComposedSet("circo", "test", ds.image_paths, ["1", "2", "3", "4"], ds.queries)
-    assert _submission(circo, FeatureSims(q, g))["recall"]["101"] == ["1", "3", "2", "4"]
+    assert _submission(circo, FeatureSims(q, g))["recall"]["101"] == [1, 3, 2, 4]  # CIRCO ids: JSON integers
 
 
 def test_calibrated_sims_follow_discriminative_order(monkeypatch):

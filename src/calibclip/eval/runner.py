@@ -329,7 +329,9 @@ def _submission(ds: ComposedSet, src: Any) -> dict[str, dict[str, Any]]:
                                   **{k: ids[t[t >= 0]].tolist() for k, t in zip(qids, sub)}}}
     if ds.name == "circo":
         top = M.topk_indices(src, SUBMISSION_TOP)
-        return {"recall": {k: ids[t].tolist() for k, t in zip(qids, top)}}
+        # The CIRCO server's example lists COCO image ids as JSON integers.
+        num = [int(x) if str(x).isdigit() else x for x in ids]
+        return {"recall": {k: [num[j] for j in t] for k, t in zip(qids, top)}}
     raise UserError(f"--submission: {ds.name} has no test server format; use it with cirr or circo.")
 
 
