@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny CLIP model directory built once per test session."""
+"""Shared fixtures: a tiny CLIP model directory built once per test session, and a random φ for it."""
 
 from __future__ import annotations
 
@@ -26,3 +26,12 @@ def tiny_encoder(tiny_model_dir):
     import calibclip
 
     return calibclip.load(str(tiny_model_dir), device="cpu")
+
+
+@pytest.fixture
+def phi_path(tmp_path, tiny_encoder):
+    """A freshly initialised LinCIR-style φ for the tiny encoder, saved in calibclip's checkpoint format."""
+    from calibclip.cir import build_phi, save_phi
+
+    torch.manual_seed(0)
+    return save_phi(build_phi("lincir", tiny_encoder.dim, tiny_encoder.token_dim), tmp_path / "phi.pt")

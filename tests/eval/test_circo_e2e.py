@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -45,14 +44,6 @@ def write_circo(root: Path) -> Path:
 @pytest.fixture
 def circo(tmp_path):
     return write_circo(tmp_path / "circo")
-
-
-@pytest.fixture
-def phi_path(tmp_path, tiny_encoder):
-    from calibclip.cir import build_phi, save_phi
-
-    torch.manual_seed(0)
-    return save_phi(build_phi("lincir", tiny_encoder.dim, tiny_encoder.token_dim), tmp_path / "phi.pt")
 
 
 def _sims(enc, root: Path, split: str, phi_path: Path) -> tuple[np.ndarray, object]:

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -80,14 +79,6 @@ def test_reader_builds_per_query_galleries(genecis):
     assert objs.image_paths[objs.queries[0].target].name == "000000000102.jpg"
     with pytest.raises(UserError, match="focus_attribute.json not found"):
         read_genecis(genecis, "all")  # only two of the four sub-tasks exist in this fixture
-
-
-@pytest.fixture
-def phi_path(tmp_path, tiny_encoder):
-    from calibclip.cir import build_phi, save_phi
-
-    torch.manual_seed(0)
-    return save_phi(build_phi("lincir", tiny_encoder.dim, tiny_encoder.token_dim), tmp_path / "phi.pt")
 
 
 def _expected_recalls(enc, ds, phi) -> dict[str, float]:

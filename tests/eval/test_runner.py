@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -214,15 +213,6 @@ def test_compare_base_calib_encodes_gallery_once(flickr, tmp_path, tiny_model_di
         assert calib.metrics[f"t2i_R@{k}"] == pytest.approx(100 * float(np.mean(pos < k)), abs=1e-3)
     assert "i2t uses plain features (CalibCLIP re-ranks text→image only)" in calib.notes
     assert calib.metrics["i2t_R@1"] == base.metrics["i2t_R@1"]
-
-
-@pytest.fixture
-def phi_path(tmp_path, tiny_encoder):
-    """A freshly initialised LinCIR-style φ for the tiny encoder, saved in calibclip's checkpoint format."""
-    cir = pytest.importorskip("calibclip.cir")
-    torch.manual_seed(0)
-    phi = cir.build_phi("lincir", tiny_encoder.dim, tiny_encoder.token_dim)
-    return cir.save_phi(phi, tmp_path / "phi.pt")
 
 
 def write_cirr(tmp_path: Path) -> Path:

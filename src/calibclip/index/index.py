@@ -206,7 +206,7 @@ class Index:
             raise UserError(f"{self.root}: this index was built without calibration, so it has no CVE features; "
                             "rebuild it with `calibclip index ... --calib`, or pass --reencode.")
         # Only the CVE fields shape the stored features; DCC / similarity knobs may change per search.
-        if built is not None and CalibConfig.from_dict(built).image_fingerprint() != cfg.image_fingerprint():
+        if built is not None and not _same_image_features(built, cfg.to_dict()):
             raise UserError(f"{self.root}: built with CVE settings {built}, which differ from the ones asked for; "
                             "search with the same CVE fields in --calib-config, or pass --reencode.")
 
