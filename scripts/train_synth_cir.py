@@ -25,7 +25,7 @@ import torch
 from calibclip import load
 from calibclip.cir.rtd.config import RTDConfig
 from calibclip.cir.rtd.train import train_rtd
-from calibclip.cir.rtd.triplets import Triplet, write_triplets
+from calibclip.cir.rtd.triplets import Triplet
 from calibclip.cir.train_phi import PhiTrainConfig, train_phi
 from calibclip.data.synth import ASSETS, SHIPPED_MODEL, cir_item, generate, tbpr_item, tir_item
 from calibclip.data.synth.items import cir_text_triplets
@@ -77,8 +77,6 @@ def main() -> None:
 
     t1 = time.perf_counter()
     trips = synth_triplets(args.seed, args.n_sets)
-    with tempfile.TemporaryDirectory() as tmp:
-        write_triplets(trips, Path(tmp) / "triplets.jsonl")  # round-trip through the user-facing format
     print(f"RTD: {len(trips)} triplets")
     cfg = RTDConfig(steps=args.rtd_steps, lr=args.rtd_lr, seed=args.seed)
     rres = train_rtd(enc, res.phi.eval(), trips, rtd_out, cfg, plot=False)
