@@ -128,7 +128,7 @@ def _eval_html(groups: list[list[Any]]) -> str:
 def write_html(queries: list[DemoQuery], out: Path, groups: list[list[Any]] | None = None) -> Path:
     """``out/demo.html``: per query, the query (and reference) and a grid of its hits, right ones outlined;
     then the evaluation table when ``groups`` (eval rows) are given."""
-    from calibclip.index.store import atomic_write_text
+    from calibclip.atomic import atomic_write_text
 
     parts = []
     for q in queries:
@@ -197,7 +197,7 @@ def results_rows(groups: list[list[Any]]) -> list[tuple[str, str, str, float, fl
 
 def write_results_md(groups: list[list[Any]], path: Path) -> Path:
     """The combined table as Markdown (atomic)."""
-    from calibclip.index.store import atomic_write_text
+    from calibclip.atomic import atomic_write_text
 
     lines = ["| dataset | metric | base | compared with | value | Δ |", "|---|---|---|---|---|---|"]
     for ds, m, cfg, a, b in results_rows(groups):
@@ -212,7 +212,8 @@ def run_demo(out: Path, seed: int = 0, top_k: int = 5, evaluate: bool = True,
              on_queries: Callable[[list[DemoQuery]], None] | None = None) -> DemoReport:
     """Run the whole demo into ``out`` (see the module docstring); ``say`` prints one status line per stage
     (with its seconds); ``on_queries`` gets the answered queries before the (slower) evaluation starts."""
-    import calibclip
+    from calibclip.backends.loading import load
+    from calibclip.index import Index
     from calibclip.cir import load_phi
     from calibclip.data.synth import make_demo_world, shipped_model_dir, shipped_phi_path, shipped_rtd_path
 
@@ -230,8 +231,8 @@ def run_demo(out: Path, seed: int = 0, top_k: int = 5, evaluate: bool = True,
     world = make_demo_world(out / "world", seed)
     stage(f"world: synthetic gallery and test splits (seed {seed}) in {out / 'world'}")
     model = str(shipped_model_dir())
-    enc = calibclip.load(model, device="cpu")
-    index = calibclip.Index.build(world["gallery"], enc, out=out / "gallery.idx", progress=False)
+    enc = load(model, device="cpu")
+    index = Index.build(world["gallery"], enc, out=out / "gallery.idx", progress=False)
     stage(f"index: {len(index)} images embedded with the shipped synthetic CLIP → {out / 'gallery.idx'}")
     phi_path, rtd_path = shipped_phi_path(), shipped_rtd_path()
     phi = load_phi(phi_path) if phi_path is not None else None

@@ -7,19 +7,16 @@ and the query's per-token [EOT] attention (the DCC weights e_j) with the masked 
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import typer
 from PIL import Image
 
+from calibclip.atomic import atomic_write
 from calibclip.calib import CalibConfig, cve_analysis, dcc_analysis
-from calibclip.errors import UserError
 
 
 @dataclass
@@ -101,45 +98,8 @@ def plot_explanation(ex: Explanation, out: str | Path, query: str = "") -> Path:
     axes[3].set_title("DCC: red = masked general words, grey = not a word")
     fig.suptitle(f"\"{query}\"   cos(t, v) = {ex.s_plain:.4f}   calibrated s = {ex.s_calib:.4f}", fontsize=10)
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=out.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=110, format="png")
-        os.replace(tmp, out)
+        atomic_write(out, lambda fh: fig.savefig(fh, dpi=110, format="png"))
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return out
-
-
-def explain_cmd(
-    image: Path = typer.Argument(..., help="Image file to explain."),
-    query: str = typer.Argument(..., help="Text query."),
-    model: str = typer.Option(None, "--model", "-m", help="HF model id or local model directory "
-                              "(default: the shipped demo model)."),
-    out: Path = typer.Option(Path("explain.png"), "--out", "-o", help="PNG file to write."),
-    calib_config: Path = typer.Option(None, "--calib-config", help="TOML file with CalibConfig fields."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1 ..."),
-) -> None:
-    """Show CalibCLIP on one image and query: [CLS] attention before/after CVE and the DCC word weights."""
-    from calibclip.cli import _calibration, _default_model, _load_encoder, console
-    from calibclip.images import BadImage, open_image
-
-    if out.suffix.lower() != ".png":
-        raise UserError(f"--out {out}: the picture is a PNG; give a file name ending in .png.")
-    if not query.strip():
-        raise UserError("QUERY is empty; give the text to explain.")
-    try:
-        img = open_image(image)
-    except BadImage as exc:
-        raise UserError(f"IMAGE: {exc}") from None
-    cfg = _calibration(True, calib_config)
-    enc = _load_encoder(model or _default_model(), device)
-    ex = explain(enc, img, query, cfg)
-    plot_explanation(ex, out, query)
-    n_sup, n_dec = int((ex.weights == 0).sum()), int(((ex.weights > 0) & (ex.weights < 1)).sum())
-    masked = [t for t, m in zip(ex.tokens, ex.masked) if m]
-    console.print(f"[green]wrote[/green] {out}: {n_sup} suppressed, {n_dec} decayed patch tokens; "
-                  f"masked words: {', '.join(masked) or '(none)'}", highlight=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from calibclip.calib import image_feature_sets, text_feature_sets
 from calibclip.calib import (
     CalibConfig,
     cve_analysis,
@@ -46,8 +47,8 @@ def test_weights_all_one_or_nothing_masked_is_plain_bit_for_bit(tiny_encoder, pi
 def test_encoder_hooks_use_the_calibration(tiny_encoder, pixels):
     try:
         tiny_encoder.calibration = LOW
-        feats = tiny_encoder.image_feature_set(pixels)
-        texts = tiny_encoder.text_feature_set(TEXTS)
+        feats = image_feature_sets(tiny_encoder, pixels, tiny_encoder.calibration)
+        texts = text_feature_sets(tiny_encoder, TEXTS, tiny_encoder.calibration)
     finally:
         tiny_encoder.calibration = None
     assert set(feats) == {"plain", "cve"} and set(texts) == {"plain", "dcc"}

@@ -197,13 +197,13 @@ def test_compare_base_calib_encodes_gallery_once(flickr, tmp_path, tiny_model_di
     # Independent check of the calibrated t2i recall: position of each caption's image in the ids list
     # returned by discriminative_scores over the whole gallery.
     import calibclip
-    from calibclip.calib import CalibConfig, discriminative_scores
+    from calibclip.calib import CalibConfig, discriminative_scores, image_feature_sets, text_feature_sets
     from calibclip.data import read_karpathy
 
     enc = calibclip.load(str(tiny_model_dir), device="cpu", calibration=CalibConfig())
     ds = read_karpathy(flickr, "flickr30k", "test")
-    g = enc.image_feature_set(enc.preprocess([Image.open(p).convert("RGB") for p in ds.image_paths]))
-    t = enc.text_feature_set(ds.texts)
+    g = image_feature_sets(enc, enc.preprocess([Image.open(p).convert("RGB") for p in ds.image_paths]), enc.calibration)
+    t = text_feature_sets(enc, ds.texts, enc.calibration)
     g = {k: v.cpu().numpy() for k, v in g.items()}
     t = {k: v.cpu().numpy() for k, v in t.items()}
     _, ids = discriminative_scores(t["plain"], t["dcc"], g["plain"], g.get("cve", g["plain"]), CalibConfig(),

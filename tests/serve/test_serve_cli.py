@@ -18,7 +18,7 @@ def captured(monkeypatch, tiny_encoder, tiny_model_dir):
     The model load is short-circuited to the session's tiny encoder (checking the model asked for
     is the one the index records), so these tests do not reload it each time.
     """
-    import calibclip.cli
+    import calibclip.cli.common
 
     seen = {}
 
@@ -27,7 +27,7 @@ def captured(monkeypatch, tiny_encoder, tiny_model_dir):
         seen["loaded"] = model
         return tiny_encoder
 
-    monkeypatch.setattr(calibclip.cli, "_load_encoder", fake_load)
+    monkeypatch.setattr(calibclip.cli.common, "load_encoder", fake_load)
 
     def fake_run(app_, host, port, **kw):
         seen.update(app=app_, host=host, port=port)

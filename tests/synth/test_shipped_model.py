@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import calibclip
-from calibclip.cir import load_phi
+from calibclip.cir import encode_composed, load_phi
 from calibclip.cir.rtd import load_rtd
 from calibclip.data.synth import cir_item, shipped_model_dir, shipped_phi_path, shipped_rtd_path, tbpr_item, tir_item
 
@@ -95,7 +95,7 @@ def composed_recalls(enc, phi, items) -> tuple[float, float, float]:
     gallery = enc.encode_images([im for it in items for im in it.images])
     ref = np.array([i * size for i, it in enumerate(items) for _ in it.pairs])
     tgt = np.array([i * size + t for i, it in enumerate(items) for _, t, _ in it.pairs])
-    q = enc.encode_composed([items[r // size].images[0] for r in ref], [t for it in items for *_, t in it.pairs], phi)
+    q = encode_composed(enc, [items[r // size].images[0] for r in ref], [t for it in items for *_, t in it.pairs], phi)
     sims = q @ gallery.T
     rows = np.arange(len(q))
     sims[rows, ref] = -np.inf

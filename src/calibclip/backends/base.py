@@ -2,6 +2,9 @@
 
 High-level methods return L2-normalised float32 numpy arrays; tensor-level methods return
 un-normalised torch tensors so methods (CalibCLIP, φ injection, RTD) can work on them.
+
+The encoder is a pure encoder: calibration (``calibclip.calib.image_feature_sets``) and composition
+(``calibclip.cir.encode_composed``) are functions *of* an encoder, in the layers above this one.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+
+from calibclip.tensors import l2n
 
 
 @dataclass
@@ -31,11 +36,6 @@ class TextOutput:
     embeds: torch.Tensor  # (B, D)
     last_in: torch.Tensor  # (B, T, W)
     eot: torch.Tensor  # (B,) long
-
-
-def l2n(x: torch.Tensor) -> torch.Tensor:
-    """Row-wise L2 normalisation (float32 on output)."""
-    return torch.nn.functional.normalize(x.float(), dim=-1)
 
 
 class Encoder(ABC):
@@ -85,34 +85,6 @@ class Encoder(ABC):
         """Normalised text features (B, D) for a batch of texts."""
         ids, mask = self.tokenize(texts)
         return l2n(self.text_tower(ids.to(self.device), mask.to(self.device)).embeds)
-
-    def image_feature_set(self, pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Named normalised feature sets for a batch: always "plain"; "cve" when calibration asks for it.
-
-        The index stores every set; calibrated search uses "cve" for the discriminative term.
-        """
-        if self.calibration is not None:
-            from calibclip.calib import image_feature_set
-
-            with torch.inference_mode():
-                return image_feature_set(self, pixel_values.to(self.device), self.calibration)
-        return {"plain": self.image_features(pixel_values)}
-
-    def text_feature_set(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
-        """Named normalised query features: "plain", plus "dcc" (t̃) when calibration is set."""
-        if self.calibration is not None:
-            from calibclip.calib import text_feature_set
-
-            with torch.inference_mode():
-                return text_feature_set(self, texts, self.calibration)
-        return {"plain": self.text_features(texts)}
-
-    def encode_composed(self, images: Sequence[Image.Image], texts: Sequence[str], phi: Any,
-                        prompt: str = "a photo of $ that {}") -> np.ndarray:
-        """(n, D) normalised composed-query features (reference image + modification text), see cir/."""
-        from calibclip.cir import encode_composed
-
-        return encode_composed(self, images, texts, phi, prompt=prompt)
 
     def encode_images(self, images: Sequence[Image.Image], batch_size: int = 64) -> np.ndarray:
         """(n, D) float32 L2-normalised image embeddings."""

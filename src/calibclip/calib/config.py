@@ -1,4 +1,4 @@
-"""CalibConfig: every knob of the CalibCLIP spec (docs: /work/shared/specs/calibclip.md), with its defaults."""
+"""CalibConfig: every knob of the CalibCLIP spec (method: docs/methods/calibclip.md), with its defaults."""
 
 from __future__ import annotations
 
@@ -22,13 +22,13 @@ IMAGE_FIELDS = ("cve", "target_sigma", "tau_d", "tau_s", "gamma")
 class CalibConfig:
     """CalibCLIP settings. Each component switches off alone; all off = the plain model, bit for bit.
 
-    CVE (spec §1): ``target_sigma`` (target region: a > μ + target_sigma·σ), ``tau_d`` / ``tau_s``
+    CVE: ``target_sigma`` (target region: a > μ + target_sigma·σ), ``tau_d`` / ``tau_s``
     (decay / suppress thresholds of the dominance score), ``gamma`` (weight of decayed tokens).
-    DCC (spec §2): ``dcc_k`` general words masked, ``dcc_mask`` how ("keys": keys blocked in every
+    DCC: ``dcc_k`` general words masked, ``dcc_mask`` how ("keys": keys blocked in every
     layer, "delete": tokens removed, "pad-token": replaced by a neutral pad token), ``dcc_min_keep``
     word tokens always left unmasked [ours: the spec is silent on queries of <= k words; masking every
     word would leave a query with no content, so at least this many stay].
-    Re-rank (spec §3): ``rerank_k`` size K of the reliable candidate space, ``lam`` weight λ of the
+    Re-rank: ``rerank_k`` size K of the reliable candidate space, ``lam`` weight λ of the
     discriminative similarity.
     """
 

@@ -1,4 +1,4 @@
-"""CVE — Contrastive Visual Enhancer (spec §1): suppress dominant isolated attention spikes of [CLS].
+"""CVE — Contrastive Visual Enhancer (docs/methods/calibclip.md §CVE): suppress dominant isolated attention spikes of [CLS].
 
 Pure tensor steps (each testable on hand-made tensors) and ``image_feature_set``, which runs the
 image tower once and recomputes only the [CLS] row of the last block with re-weighted attention.
@@ -20,7 +20,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from calibclip.backends.base import l2n
+from calibclip.tensors import l2n
 from calibclip.calib.config import CalibConfig
 
 

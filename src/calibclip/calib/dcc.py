@@ -1,4 +1,4 @@
-"""DCC — Discriminative Concept Calibrator (spec §2): re-encode the query with its general words masked.
+"""DCC — Discriminative Concept Calibrator (docs/methods/calibclip.md §DCC): re-encode the query with its general words masked.
 
 e_j = head-averaged last-block attention from [EOT] to word token j; G = top-k word tokens by e_j;
 t̃ = the query re-encoded with G masked (keys blocked in every layer by default).
@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from calibclip.backends.base import l2n
+from calibclip.tensors import l2n
 from calibclip.calib.config import CalibConfig
 
 _WORD_VOCAB: "weakref.WeakKeyDictionary[Any, torch.Tensor]" = weakref.WeakKeyDictionary()

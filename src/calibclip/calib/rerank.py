@@ -1,4 +1,4 @@
-"""Discriminative similarity and re-ranking (spec §0, §3).
+"""Discriminative similarity and re-ranking (docs/methods/calibclip.md).
 
 s0 = t·v (plain features); C_K = top-K by s0 (reliable candidate space); inside C_K
 s = s0 + λ·(t̃·ṽ) with t̃ the DCC query and ṽ the CVE gallery feature; items outside C_K keep

@@ -1,4 +1,4 @@
-"""Zero-shot composed image retrieval (spec rtd.md §1): φ projections and their checkpoint formats,
+"""Zero-shot composed image retrieval (method: docs/methods/zs-cir.md): φ projections and their checkpoint formats,
 composed queries through pseudo-token injection (plain and CalibCLIP), LinCIR's text-only φ training.
 RTD (§2) lives in ``calibclip.cir.rtd``.
 """

@@ -1,4 +1,4 @@
-"""Composed queries through a φ projection (spec rtd.md §1), plain and CalibCLIP-calibrated.
+"""Composed queries through a φ projection (method: docs/methods/zs-cir.md), plain and CalibCLIP-calibrated.
 
     s = φ(ψ_I(I_r))                         (un-normalised image_embeds)
     q = normalize(ψ_T(prompt.format(T_c) ; s))   every `$` token of the prompt takes s
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from calibclip.backends.base import l2n
+from calibclip.tensors import l2n
 from calibclip.cir.phi import phi_dims
 from calibclip.errors import UserError
 

@@ -1,4 +1,4 @@
-"""LinCIR's keyword masking of captions (spec rtd.md §1): every maximal run of NOUN/PROPN/ADJ/DET
+"""LinCIR's keyword masking of captions (method: docs/methods/zs-cir.md): every maximal run of NOUN/PROPN/ADJ/DET
 words becomes the placeholder ``$``; a caption without one gets one random word replaced; a
 caption without words becomes "a photo of $".
 

@@ -1,4 +1,4 @@
-"""φ projections (image embedding → one pseudo word token) and their checkpoint formats (spec rtd.md §1).
+"""φ projections (image embedding → one pseudo word token) and their checkpoint formats (method: docs/methods/zs-cir.md).
 
 Architectures, with the parameter names of the authors' code so their state dicts load as they are:
 - ``"lincir"`` (LinCIR and SEARLE share it, alias ``"searle"``): ``layers`` = Linear(D, 4D) → GELU →
@@ -16,7 +16,6 @@ loaded as float32 (published checkpoints may be fp16) and the module is returned
 
 from __future__ import annotations
 
-import os
 import pickle
 import re
 from collections.abc import Mapping
@@ -27,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from calibclip.atomic import atomic_torch_save
 from calibclip.errors import UserError
 
 FORMAT_KEYS = ("kind", "input_dim", "output_dim", "state_dict")
@@ -108,15 +108,6 @@ def phi_dims(phi: nn.Module) -> tuple[int | None, int | None]:
 
 
 # ---------------------------------------------------------------------------------------------- saving
-def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """torch.save to a temporary file next to ``path``, then rename over it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def save_phi(phi: nn.Module, path: str | Path) -> Path:
     """Write φ in our format ``{"kind", "input_dim", "output_dim", "state_dict"}`` atomically."""
     kind = getattr(phi, "kind", None)

@@ -1,4 +1,4 @@
-"""LinCIR's text-only training of φ (spec rtd.md §1), with checkpoints and exact resume.
+"""LinCIR's text-only training of φ (method: docs/methods/zs-cir.md), with checkpoints and exact resume.
 
 Per step, for a batch of captions c:
     e = ψ_T(c)            frozen text tower, un-normalised
@@ -8,7 +8,7 @@ Per step, for a batch of captions c:
     loss = MSE(ψ_T(c′; s), e)     (every `$` of c′ takes s)
 AdamW (lr 1e-4, wd 0.01), constant lr, only φ trains.
 
-Choices where the spec is silent (written here as the spec asks):
+Choices where the paper is silent (also in docs/methods/zs-cir.md):
 - Data order: an endless stream of per-epoch permutations seeded by (seed, epoch); step t takes the
   next B positions. Noise u, ε, the random-word fallback of the masking and φ's dropout are drawn
   from generators seeded by (seed, step), so ``resume`` reproduces an uninterrupted run exactly.
@@ -155,7 +155,7 @@ def frozen(module: torch.nn.Module) -> Iterator[None]:
 
 def _save(phi: torch.nn.Module, opt: torch.optim.Optimizer, out: Path, state_path: Path, step: int,
           losses: list[float], cfg: PhiTrainConfig, fp: str, tagger: str, model: str) -> None:
-    from calibclip.cir.phi import atomic_torch_save
+    from calibclip.atomic import atomic_torch_save
 
     save_phi(phi, out)
     atomic_torch_save({"format": STATE_FORMAT, "step": step, "phi": phi.state_dict(), "optimizer": opt.state_dict(),

@@ -64,7 +64,7 @@ def append_markdown(path: Path, result: EvalResult) -> None:
 
     Written atomically: the whole file is re-written via tmp + rename.
     """
-    from calibclip.index.store import atomic_write_text
+    from calibclip.atomic import atomic_write_text
 
     path = Path(path)
     keys = list(result.metrics)

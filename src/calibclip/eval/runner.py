@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from calibclip.calib.features import image_feature_sets, text_feature_sets
 from calibclip.data import ComposedSet, RetrievalSet, canonical, fingerprint, read_dataset
 from calibclip.data import DATASETS
 from calibclip.errors import UserError
@@ -168,7 +169,7 @@ def encode_gallery(enc: Any, paths: list[Path], batch_size: int, progress: bool,
             tqdm(total=len(paths), desc=desc, unit="img", disable=not progress, leave=False) as bar:
         for a, b in _batches(len(paths), batch_size):
             images = list(pool.map(_open_cropped, items[a:b]))
-            feats = enc.image_feature_set(enc.preprocess(images))
+            feats = image_feature_sets(enc, enc.preprocess(images), enc.calibration)
             for k, v in feats.items():
                 out.setdefault(k, []).append(_to_np(v))
             bar.update(b - a)
@@ -195,7 +196,7 @@ class FeatureCache:
         return out
 
     def save(self, key: str, feats: dict[str, np.ndarray], fps: dict[str, str]) -> None:
-        from calibclip.index.store import atomic_save_npy
+        from calibclip.atomic import atomic_save_npy
 
         for name, arr in feats.items():
             p = self.path(key, name, fps.get(name, "x"))
@@ -224,7 +225,7 @@ def encode_texts(enc: Any, texts: list[str], batch_size: int, progress: bool) ->
     """Query feature sets ("plain", plus "dcc" with calibration) for a list of texts."""
     out: dict[str, list[np.ndarray]] = {}
     for a, b in tqdm(list(_batches(len(texts), batch_size)), desc="queries", disable=not progress, leave=False):
-        for k, v in enc.text_feature_set(texts[a:b]).items():
+        for k, v in text_feature_sets(enc, texts[a:b], enc.calibration).items():
             out.setdefault(k, []).append(_to_np(v))
     return {k: np.concatenate(v) for k, v in out.items()}
 
@@ -288,7 +289,7 @@ def genecis_block(ds: ComposedSet, q: dict[str, np.ndarray], g: dict[str, np.nda
     """(scores over each query's own gallery (m, G), target column (m,), valid mask (m, G)) for GeneCIS.
 
     The reliable candidate space of CalibCLIP is the query's own gallery (10–15 images, below K), so a
-    calibrated row scores every member with s0 + λ·cos(t̃, ṽ) (spec §3).
+    calibrated row scores every member with s0 + λ·cos(t̃, ṽ) (docs/methods/calibclip.md).
     """
     width = max(len(x.members) for x in ds.queries)
     cols = np.zeros((len(ds.queries), width), dtype=np.int64)
@@ -337,7 +338,7 @@ def _submission(ds: ComposedSet, src: Any) -> dict[str, dict[str, Any]]:
 
 def write_json(path: Path, obj: Any) -> None:
     """Atomic JSON write (tmp + rename)."""
-    from calibclip.index.store import atomic_write_text
+    from calibclip.atomic import atomic_write_text
 
     atomic_write_text(Path(path), json.dumps(obj, indent=1) + "\n")
 

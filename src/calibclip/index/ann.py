@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import faiss
 import numpy as np
 
+from calibclip.atomic import atomic_write_bytes
 from calibclip.errors import UserError
 
 KINDS = ("flat", "ivf-flat", "ivf-pq", "hnsw")
@@ -345,16 +345,7 @@ def measure_recall(index: faiss.Index, vectors: np.ndarray, queries: np.ndarray,
 # ---- persistence -----------------------------------------------------------------------------
 def save_ann(index: faiss.Index, path: str | Path) -> None:
     """Write ``index`` to ``path`` atomically (temporary file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".faiss")
-    os.close(fd)
-    try:
-        faiss.write_index(index, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, faiss.serialize_index(index).tobytes())
 
 
 def load_ann(path: str | Path, mmap: bool = False) -> faiss.Index:

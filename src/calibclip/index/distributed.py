@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from calibclip.backends.base import Encoder
+from calibclip.calib.features import image_feature_sets
 from calibclip.errors import UserError
 from calibclip.index.embed import IndexSummary, plan
 from calibclip.index.index import prepare_store
@@ -158,7 +159,8 @@ class _Embedder:
         ok = np.array([e == "" for e in batch["error"]], dtype=bool)
         # an all-failed batch still runs one zero image so every block has the same columns
         rows = ok if ok.any() else np.eye(1, len(ok), dtype=bool)[0]
-        feats = self.encoder.image_feature_set(torch.from_numpy(np.ascontiguousarray(batch["pixels"][rows])))
+        feats = image_feature_sets(self.encoder, torch.from_numpy(np.ascontiguousarray(batch["pixels"][rows])),
+                                   self.encoder.calibration)
         out = {k: batch[k] for k in ("i", "path", "sha1", "error")}
         for name, value in feats.items():
             arr = np.zeros((len(ok), value.shape[1]), np.float32)

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from calibclip.backends.base import Encoder
+from calibclip.calib.features import image_feature_sets
 from calibclip.images import BadImage, decode_image, iter_image_files
 from calibclip.index.store import EmbeddingStore, FileStat
 
@@ -127,7 +128,7 @@ def embed_into(store: EmbeddingStore, encoder: Encoder, todo: Sequence[FileStat]
             if bad:
                 store.add_failures([(todo[i], reason) for i, reason in bad])
             if idx:
-                feats = {k: v.float().cpu().numpy() for k, v in encoder.image_feature_set(pixels).items()}
+                feats = {k: v.float().cpu().numpy() for k, v in image_feature_sets(encoder, pixels, encoder.calibration).items()}
                 store.add_batch([todo[i] for i in idx], sha1s, feats, dtype=dtype)
                 added += len(idx)
             bar.update(len(idx) + len(bad))

@@ -15,6 +15,7 @@ from PIL import Image
 
 from calibclip.backends.base import Encoder
 from calibclip.calib.config import CalibConfig
+from calibclip.calib.features import text_feature_sets
 from calibclip.errors import UserError
 from calibclip.index.embed import IndexSummary, index_folder
 from calibclip.index.store import EmbeddingStore
@@ -244,7 +245,7 @@ class Index:
         single = isinstance(query, str)
         texts = [self.check_query(q) for q in ([query] if single else query)]
         self._check_calibration(self.encoder)
-        feats = self.encoder.text_feature_set(texts)
+        feats = text_feature_sets(self.encoder, texts, self.encoder.calibration)
         scores, pos = self.rank({k_: v.cpu().numpy() for k_, v in feats.items()}, k)
         hits = [self._hits(s, p) for s, p in zip(scores, pos)]
         return hits[0] if single else hits
@@ -267,6 +268,8 @@ class Index:
             feats = composed_feature_set(enc, [image], [text], phi, prompt=prompt)
             scores, pos = self.rank({k_: np.asarray(v) for k_, v in feats.items()}, k)
         else:
-            q = enc.encode_composed([image], [text], phi, prompt=prompt)
+            from calibclip.cir import encode_composed
+
+            q = encode_composed(enc, [image], [text], phi, prompt=prompt)
             scores, pos = self.search_vectors(q, k)
         return self._hits(scores[0], pos[0])

@@ -7,7 +7,7 @@ import mimetypes
 from pathlib import Path
 
 from calibclip.images import BadImage, open_image
-from calibclip.index.store import atomic_write_bytes
+from calibclip.atomic import atomic_write_bytes
 from calibclip.serve.state import Snapshot
 
 

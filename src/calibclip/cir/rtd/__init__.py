@@ -1,4 +1,4 @@
-"""RTD: post-hoc fine-tuning of the CLIP text encoder for composed image retrieval (spec rtd.md §2).
+"""RTD: post-hoc fine-tuning of the CLIP text encoder for composed image retrieval (method: docs/methods/rtd.md).
 
 Text triplets → a trainable copy ψ_T^θ of the text tower learns, against the frozen anchor ψ_T⁰
 and a frozen φ, to map "a photo of $ that {T_c}" (with $ = φ(ψ_T⁰(T_r))) near ψ_T⁰(T_t). At

@@ -1,4 +1,4 @@
-"""Every constant of RTD training in one dataclass (spec rtd.md §2)."""
+"""Every constant of RTD training in one dataclass (method: docs/methods/rtd.md)."""
 
 from __future__ import annotations
 

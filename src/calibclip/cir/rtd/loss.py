@@ -1,4 +1,4 @@
-"""RTD's target-anchored loss: symmetric NT-Xent over the stacked [k̂; q̂] (spec rtd.md §2)."""
+"""RTD's target-anchored loss: symmetric NT-Xent over the stacked [k̂; q̂] (method: docs/methods/rtd.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""One RTD micro-batch: build (q, k) from triplets (spec rtd.md §2), pure given the modules.
+"""One RTD micro-batch: build (q, k) from triplets (method: docs/methods/rtd.md), pure given the modules.
 
     r_i = ψ_T⁰(T_r^i)  (un-normalised)       s_i = φ(r_i + σ·u_i·ε_i)
     q_i     = ψ_T^θ("a photo of $ that {T_c^i}" ; s_i)     k_i     = ψ_T⁰(T_t^i)

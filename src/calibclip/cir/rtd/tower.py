@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from calibclip.cir.phi import atomic_torch_save
+from calibclip.atomic import atomic_torch_save
 from calibclip.errors import UserError
 
 FORMAT = "calibclip-rtd-text-tower"

@@ -30,7 +30,8 @@ from tqdm.auto import tqdm
 from calibclip.cir.rtd.config import RTDConfig
 from calibclip.cir.rtd.loss import rtd_loss
 from calibclip.cir.rtd.step import AnchorFn, encode_with, noise_for, queries_and_keys
-from calibclip.cir.rtd.tower import atomic_torch_save, make_trainable_tower, save_rtd
+from calibclip.atomic import atomic_torch_save, atomic_write
+from calibclip.cir.rtd.tower import make_trainable_tower, save_rtd
 from calibclip.cir.rtd.triplets import Triplet
 from calibclip.errors import UserError
 
@@ -161,8 +162,6 @@ def _check_resume(state: dict[str, Any], cfg: RTDConfig, data_sha1: str, path: P
 def plot_losses(losses: Sequence[float], path: Path, val: Sequence[dict[str, Any]] = (),
                 metric: str | None = None) -> Path:
     """Loss curve (and the validation metric on a second axis) as a PNG, written atomically."""
-    import os
-
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -179,10 +178,7 @@ def plot_losses(losses: Sequence[float], path: Path, val: Sequence[dict[str, Any
                  label=f"val {metric}")
         ax2.set_ylabel(f"validation {metric}")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, format="png")
-    os.replace(tmp, path)
+    atomic_write(path, lambda fh: fig.savefig(fh, format="png"))
     return path
 
 

@@ -1,6 +1,6 @@
 """Text triplets (T_r, T_c, T_t): the JSON-lines format, a checked reader, a rule-based generator.
 
-File format (spec rtd.md §2): one JSON object per line with string keys ``reference_caption``,
+File format (method: docs/methods/rtd.md): one JSON object per line with string keys ``reference_caption``,
 ``conditioning_caption`` and ``target_caption``. Blank lines are ignored; every other line that
 is not such an object is reported (a ``TripletWarning`` naming the file and line number) and skipped.
 """
@@ -8,7 +8,6 @@ is not such an object is reported (a ``TripletWarning`` naming the file and line
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 import warnings
@@ -16,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from calibclip.atomic import atomic_write_text
 from calibclip.errors import UserError
 
 KEYS = ("reference_caption", "conditioning_caption", "target_caption")
@@ -104,16 +104,9 @@ def read_triplets(path: str | Path) -> list[Triplet]:
 
 def write_triplets(triplets: Iterable[Triplet], path: str | Path) -> int:
     """Write triplets as JSON lines atomically (tmp + rename); returns the count."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    n = 0
-    with open(tmp, "w", encoding="utf-8") as f:
-        for t in triplets:
-            f.write(t.to_json() + "\n")
-            n += 1
-    os.replace(tmp, path)
-    return n
+    lines = [t.to_json() + "\n" for t in triplets]
+    atomic_write_text(path, "".join(lines))
+    return len(lines)
 
 
 # ---- rule-based generator ----------------------------------------------------------------------

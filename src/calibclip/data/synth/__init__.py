@@ -7,9 +7,9 @@ benchmark readers evaluate on it; ``shipped_model_dir()`` is a small CLIP traine
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from calibclip.atomic import atomic_write
 from calibclip.data.synth.items import cir_item, tbpr_item, tir_item
 from calibclip.data.synth.writers import TASK_DIRS, TASKS, generate, generate_all
 
@@ -69,9 +69,7 @@ def make_demo_world(out_dir: str | Path, seed: int = 0) -> dict[str, Path]:
 
 
 def _save(img, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    img.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    atomic_write(path, lambda fh: img.save(fh, format="PNG"))
 
 
 __all__ = ["TASKS", "cir_item", "generate", "generate_all", "make_demo_world", "shipped_model_dir", "shipped_phi_path",

@@ -13,7 +13,6 @@ Split sizes are "about n images" for every task: TIR writes n images, TBPR n // 
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
+from calibclip.atomic import atomic_write, atomic_write_text
 from calibclip.data.synth import items as I
 from calibclip.errors import UserError
 
@@ -39,17 +39,11 @@ def tokens(text: str) -> list[str]:
 
 
 def _write_json(path: Path, obj: object) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, indent=1))
 
 
 def _save_png(img: Image.Image, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    img.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    atomic_write(path, lambda fh: img.save(fh, format="PNG"))
 
 
 def _sizes(n: int | Mapping[str, int]) -> dict[str, int]:

@@ -1,10 +1,14 @@
-"""`calibclip train-phi` (registered in calibclip/cli.py with the shared ``user_errors`` helper)."""
+"""`calibclip train-phi`: LinCIR-style φ training from captions."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import typer
+
+from calibclip.cli import common
+from calibclip.cli.common import console
+from calibclip.errors import UserError
 
 
 def train_phi_cmd(
@@ -29,17 +33,14 @@ def train_phi_cmd(
     """Train φ the LinCIR way, from captions only (text tower frozen); writes OUT and OUT.train.pt."""
     from calibclip.cir.keywords import get_tagger
     from calibclip.cir.train_phi import PhiTrainConfig, read_captions, train_phi
-    from calibclip.cli import _load_encoder, console
 
     if kind.lower() not in ("lincir", "searle", "pic2word"):
-        from calibclip.errors import UserError
-
         raise UserError(f"--kind {kind!r}: use lincir, searle or pic2word.")
     caps = read_captions(captions)
     cfg = PhiTrainConfig(steps=steps, batch_size=batch_size, lr=lr, wd=wd, sigma=sigma, seed=seed,
                          kind="lincir" if kind.lower() == "searle" else kind.lower())
     tag = get_tagger(tagger)
-    enc = _load_encoder(model, device)
+    enc = common.load_encoder(model, device)
     console.print(f"training φ ({cfg.kind}, {enc.dim} → {enc.token_dim}) on {len(caps)} captions, "
                   f"keyword masking with the {tag.name} tagger")
     res = train_phi(enc, caps, out, cfg, save_every=save_every, resume=resume, progress=not quiet, tagger=tag)

@@ -1,65 +1,16 @@
-"""Command-line interface: a thin typer layer over the library modules."""
+"""`calibclip index` and `calibclip search`."""
 
 from __future__ import annotations
 
-import functools
-import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import typer
-from rich.console import Console
 
+from calibclip.cli import common
+from calibclip.cli.common import console, err_console, print_hits
 from calibclip.errors import UserError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="calibclip: search images with text (CLIP, CalibCLIP, composed retrieval, evaluation).")
-console = Console(soft_wrap=True)
-err_console = Console(stderr=True, soft_wrap=True)
 
-
-def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Decorator for commands: a UserError becomes one red line on stderr and exit code 2."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except UserError as exc:
-            err_console.print(f"[red]error:[/red] {exc}", highlight=False)
-            raise typer.Exit(2) from None
-        except KeyboardInterrupt:
-            err_console.print("interrupted: everything written so far is kept; run the same command to resume.")
-            raise typer.Exit(130) from None
-
-    return wrapper
-
-
-def _calibration(calib: bool, calib_config: Path | None) -> Any:
-    """--calib / --calib-config → CalibConfig or None."""
-    if calib_config is not None:
-        from calibclip.calib import CalibConfig
-
-        if not calib_config.exists():
-            raise UserError(f"--calib-config {calib_config}: no such file.")
-        return CalibConfig.from_toml(calib_config)
-    if calib:
-        from calibclip.calib import CalibConfig
-
-        return CalibConfig()
-    return None
-
-
-def _load_encoder(model: str, device: str, calibration: Any = None) -> Any:
-    from calibclip.backends.loading import load
-
-    with console.status(f"loading {model}"):
-        return load(model, device=device, calibration=calibration)
-
-
-@app.command("index")
-@user_errors
 def index_cmd(
     folder: str = typer.Argument(..., help="Folder of images to index (recursive); with --ray also a manifest "
                                  "(CSV/Parquet/JSONL of paths or URLs) or an fsspec URL such as s3://bucket/images/."),
@@ -90,8 +41,8 @@ def index_cmd(
         out = Path(folder.rstrip("/").rsplit("/", 1)[-1] + ".idx") if "://" in folder else default_index_path(folder)
     if model is None and (out / "meta.sqlite").exists():
         model = EmbeddingStore(out).get_info("model")
-    model = model or _default_model()
-    enc = _load_encoder(model, device, _calibration(calib, calib_config))
+    model = model or common.default_model()
+    enc = common.load_encoder(model, device, common.calibration(calib, calib_config))
     from calibclip.index.ann import parse_memory
 
     ann_kw = dict(index_type=index_type, nlist=nlist, m=pq_m, max_memory=parse_memory(max_memory))
@@ -116,37 +67,7 @@ def index_cmd(
                       f"sampled queries{' (unchanged)' if a.reused else f', built in {a.seconds:.1f}s'}")
 
 
-def _default_model() -> str:
-    """The shipped demo model when present, else a clear error asking for --model."""
-    try:
-        from calibclip.data.synth import shipped_model_dir
 
-        return str(shipped_model_dir())
-    except (ImportError, FileNotFoundError, AttributeError):
-        raise UserError("no --model given; pass an HF id (e.g. openai/clip-vit-base-patch16) or a local "
-                        "model directory.") from None
-
-
-def print_hits(hits: list, as_json: bool, title: str) -> None:
-    """Print hits as a rich table or JSON lines (path, score, rank)."""
-    if as_json:
-        import json
-
-        typer.echo(json.dumps([h.to_dict() for h in hits], indent=1))
-        return
-    from rich.table import Table
-
-    table = Table(title=title, title_justify="left")
-    table.add_column("rank", justify="right")
-    table.add_column("score", justify="right")
-    table.add_column("path", overflow="fold")
-    for h in hits:
-        table.add_row(str(h.rank), f"{h.score:.4f}", h.path)
-    console.print(table)
-
-
-@app.command("search")
-@user_errors
 def search_cmd(
     index_path: Path = typer.Argument(..., metavar="INDEX", help="Index folder built by `calibclip index`."),
     query: str = typer.Argument(None, help="Text query (or use --image/--text for composed search)."),
@@ -171,8 +92,8 @@ def search_cmd(
 
     index = Index.open(index_path)
     index.nprobe = nprobe
-    cfg = _calibration(calib, calib_config)
-    enc = _load_encoder(index.store.get_info("model"), device, cfg)
+    cfg = common.calibration(calib, calib_config)
+    enc = common.load_encoder(index.store.get_info("model"), device, cfg)
     index.encoder = enc
     if cfg is not None:
         try:
@@ -216,91 +137,3 @@ def search_cmd(
             err_console.print(f"[yellow]warning:[/yellow] {w.message}", highlight=False)
         title = f"\"{query}\""
     print_hits(hits, as_json, title)
-
-
-from calibclip.serve.command import serve_cmd  # noqa: E402  (imports fastapi only when run)
-
-app.command("serve")(user_errors(serve_cmd))
-
-from calibclip.cir.rtd.cli import rtd_app  # noqa: E402
-
-app.add_typer(rtd_app, name="rtd")
-
-from calibclip.cir.cli import train_phi_cmd  # noqa: E402
-
-app.command("train-phi")(user_errors(train_phi_cmd))
-
-from calibclip.eval.cli import eval_cmd  # noqa: E402  (the runner is imported only when run)
-
-app.command("eval")(user_errors(eval_cmd))
-
-from calibclip.explain import explain_cmd  # noqa: E402
-
-app.command("explain")(user_errors(explain_cmd))
-
-
-@app.command("synth")
-@user_errors
-def synth_cmd(
-    out_dir: Path = typer.Argument(..., help="Folder to write flickr30k/, cuhk-pedes/ and cirr/ into."),
-    seed: int = typer.Option(0, "--seed"),
-    n_train: int = typer.Option(3000, "--n-train", min=0, help="About this many training images per task."),
-    n_test: int = typer.Option(300, "--n-test", min=0, help="About this many val and test images per task."),
-) -> None:
-    """Generate the synthetic benchmarks (Flickr30K / CUHK-PEDES / CIRR formats), seeded."""
-    from calibclip.data.synth import generate_all
-
-    paths = generate_all(out_dir, seed, {"train": n_train, "val": n_test, "test": n_test})
-    for task, path in paths.items():
-        console.print(f"[green]{task}[/green] {path}")
-
-
-@app.command("demo")
-@user_errors
-def demo_cmd(
-    out: Path = typer.Option(Path("calibclip-demo"), "--out", "-o",
-                             help="Folder for the world, index, page, results."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the synthetic world."),
-    top_k: int = typer.Option(5, "--top-k", "-k", min=1, help="Hits shown per query."),
-    no_eval: bool = typer.Option(False, "--no-eval", help="Skip the evaluation on the test splits."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the final summary."),
-) -> None:
-    """Offline demo on the shipped synthetic world: index, text/person/composed queries, HTML page, eval table."""
-    from rich.table import Table
-
-    from calibclip.demo import results_rows, run_demo
-
-    def show(queries: list) -> None:  # printed before the evaluation starts
-        for q in queries:
-            found = q.found_rank
-            verdict = (f"[green]✓ right answer at rank {found}[/green]" if found
-                       else "[red]✗ not in the top hits[/red]")
-            label = q.kind + (f" · {q.note}" if q.note else "")
-            ref = f" + reference {Path(q.reference).name}" if q.reference else ""
-            print_hits(q.hits, False, f"[{label}] \"{q.text}\"{ref} — {verdict}")
-
-    report = run_demo(out, seed=seed, top_k=top_k, evaluate=not no_eval,
-                      say=(lambda _: None) if quiet else (lambda m: console.print(f"[cyan]•[/cyan] {m}")),
-                      on_queries=None if quiet else show)
-    right = sum(q.found_rank is not None for q in report.queries)
-    if report.eval_rows:
-        table = Table(title="synthetic test splits (shipped model)", title_justify="left")
-        for col, just in (("dataset", "left"), ("metric", "left"), ("base", "right"), ("vs", "left"),
-                          ("value", "right"), ("Δ", "right")):
-            table.add_column(col, justify=just)
-        for ds, m, cfg, a, b in results_rows(report.eval_rows):
-            d = "–" if b is None else f"[{'green' if b > a else 'red' if b < a else 'white'}]{b - a:+.2f}[/]"
-            table.add_row(ds, m, f"{a:.2f}", cfg, "–" if b is None else f"{b:.2f}", d)
-        console.print(table)
-    console.print(f"{right}/{len(report.queries)} queries found their right answer in the top {top_k}; "
-                  f"{report.seconds:.0f} s")
-    console.print(f"page: {report.html}" + (f"   results: {report.results_md}" if report.results_md else ""))
-
-
-def main() -> None:
-    """Entry point of the `calibclip` console script."""
-    app(prog_name="calibclip")
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,15 +1,12 @@
-"""`calibclip eval`: the command function (registered in calibclip/cli.py, wrapped by its user_errors)."""
+"""`calibclip eval`."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import typer
-from rich.console import Console
-
+from calibclip.cli.common import console
 from calibclip.errors import UserError
-
-console = Console(soft_wrap=True)
 
 
 def default_cache_dir() -> Path:

@@ -1,4 +1,4 @@
-"""The ``calibclip serve`` command (registered in calibclip/cli.py)."""
+"""`calibclip serve`: the HTTP API and search page over an index."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from calibclip.cli import common
+from calibclip.cli.common import console, err_console
 from calibclip.errors import UserError
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -28,7 +30,6 @@ def serve_cmd(
     max_upload_mb: float = typer.Option(10.0, "--max-upload-mb", min=0.01, help="Largest image upload."),
 ) -> None:
     """Serve an index over HTTP: search API (docs at /docs) and a search page at /."""
-    from calibclip.cli import _calibration, _load_encoder, console, err_console
     from calibclip.index.store import EmbeddingStore
 
     try:
@@ -48,12 +49,12 @@ def serve_cmd(
     store = EmbeddingStore(index_path)
     model = store.get_info("model")
     store.close()
-    enc = _load_encoder(model, device)
+    enc = common.load_encoder(model, device)
     if rtd is not None:
         from calibclip.cir.rtd import load_rtd
 
         load_rtd(enc, rtd)
-    calibration = _calibration(False, calib_config) if calib_config is not None else "auto"
+    calibration = common.calibration(False, calib_config) if calib_config is not None else "auto"
     loaded_phi = None
     if phi is not None:
         from calibclip.cir import load_phi

@@ -1,40 +1,23 @@
-"""`calibclip rtd make-triplets` and `calibclip rtd train` (typer sub-app registered in calibclip/cli.py)."""
+"""`calibclip rtd make-triplets` and `calibclip rtd train`."""
 
 from __future__ import annotations
 
-import functools
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import typer
 
+from calibclip.cli import common
+from calibclip.cli.common import console, print_warnings, user_errors
+from calibclip.errors import UserError
+
 rtd_app = typer.Typer(add_completion=False, no_args_is_help=True,
                       help="RTD: fine-tune the text encoder for composed retrieval on text triplets.")
 
 
-def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """cli.user_errors, imported when the command runs (calibclip.cli imports this module)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from calibclip.cli import user_errors
-
-        return user_errors(fn)(*args, **kwargs)
-
-    return wrapper
-
-
-def _print_warnings(caught: list[warnings.WarningMessage]) -> None:
-    from calibclip.cli import err_console
-
-    for w in caught:
-        err_console.print(f"[yellow]warning:[/yellow] {w.message}", highlight=False)
-
-
 @rtd_app.command("make-triplets")
-@_user_errors
+@user_errors
 def make_triplets_cmd(
     captions: Path = typer.Argument(..., help="Text file with one caption per line."),
     out: Path = typer.Option(..., "--out", "-o", help="Triplet file to write (JSON lines)."),
@@ -43,9 +26,6 @@ def make_triplets_cmd(
 ) -> None:
     """Rule-based triplets: swap a noun/adjective keyword of each caption, describe the swap."""
     from calibclip.cir.rtd.triplets import make_triplets, write_triplets
-    from calibclip.cli import console
-    from calibclip.errors import UserError
-
     if not captions.is_file():
         raise UserError(f"CAPTIONS {captions}: no such file (one caption per line).")
     try:
@@ -63,8 +43,6 @@ def make_triplets_cmd(
 def _load_phi(path: Path, enc: Any) -> Any:
     """φ from a checkpoint via calibclip.cir.load_phi, checked against the encoder's sizes."""
     import torch
-
-    from calibclip.errors import UserError
 
     if not path.is_file():
         raise UserError(f"--phi {path}: no such file.")
@@ -84,7 +62,7 @@ def _load_phi(path: Path, enc: Any) -> Any:
 
 
 @rtd_app.command("train")
-@_user_errors
+@user_errors
 def train_cmd(
     model: str = typer.Option(..., "--model", "-m", help="Base CLIP model (HF id or local directory)."),
     phi: Path = typer.Option(None, "--phi", help="φ checkpoint of the base method (frozen)."),
@@ -114,16 +92,13 @@ def train_cmd(
     from calibclip.cir.rtd.config import RTDConfig
     from calibclip.cir.rtd.train import train_rtd
     from calibclip.cir.rtd.triplets import read_triplets
-    from calibclip.cir.rtd.validate import build_validator
-    from calibclip.cli import _load_encoder, console
-    from calibclip.errors import UserError
-
+    from calibclip.eval.validate import build_validator
     if phi is None and not naive_concat:
         raise UserError("--phi is required (the base method's φ checkpoint), or use --naive-concat.")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         data = read_triplets(triplets)
-    _print_warnings(caught)
+    print_warnings(caught)
     cfg = RTDConfig(steps=steps, batch_size=batch_size, accum=accum, lr=lr, weight_decay=wd, sigma=sigma,
                     seed=seed, amp=amp, anchor=not no_anchor, refined_batch=not no_refined_batch,
                     naive_concat=naive_concat)
@@ -131,7 +106,7 @@ def train_cmd(
     if val:
         cache = out.parent / f".{out.stem}.val-cache"  # gallery features: the image tower never changes
         validate = build_validator(val, phi, model, cache_dir=cache)
-    enc = _load_encoder(model, device)
+    enc = common.load_encoder(model, device)
     phi_mod = None if naive_concat else _load_phi(phi, enc)
     if validate is not None and val_every == 0:
         val_every = max(1, steps // 10)
@@ -141,7 +116,7 @@ def train_cmd(
             res = train_rtd(enc, phi_mod, data, out, cfg, save_every=save_every, resume=resume, validate=validate,
                             val_every=val_every, val_metric=val_metric, progress=not quiet)
         finally:  # also on Ctrl-C: the warning says where the state was saved
-            _print_warnings(caught)
+            print_warnings(caught)
     last = f"{res.losses[-1]:.4f}" if res.losses else "n/a"
     console.print(f"[green]trained[/green] {out} ({len(res.losses)} steps, final loss {last}, "
                   f"{res.triplets_per_second:.1f} triplets/s); state {res.state_path}; curve {res.plot_path}")

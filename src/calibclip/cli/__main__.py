@@ -1,0 +1,5 @@
+"""`python -m calibclip.cli …` runs the command line."""
+
+from calibclip.cli import main
+
+main()
