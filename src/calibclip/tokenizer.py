@@ -10,15 +10,34 @@ vocabulary (``'$</w>'`` is 259, the placeholder token of composed retrieval) and
 
 from __future__ import annotations
 
+import html
 import json
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
+import ftfy
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import CLIPTokenizer
 
 SOT = "<|startoftext|>"
 EOT = "<|endoftext|>"
+
+
+_WHITESPACE = re.compile(r"\s+")
+
+
+def clip_normalize(text: str) -> str:
+    """The text OpenAI's ``clip.tokenize`` actually encodes (``SimpleTokenizer.encode``'s cleaning).
+
+    In OpenAI's order: ``ftfy.fix_text`` (mojibake, curly quotes, ligatures, NFC), ``html.unescape``
+    twice (so ``&amp;amp;`` becomes ``&``), strip, runs of whitespace → one space, strip, lower-case.
+    HF's ``CLIPTokenizer`` does only part of this (the fast one: NFC, whitespace, lower-case; no ftfy,
+    no HTML unescaping), so we apply it ourselves before every HF tokenizer call; the HF steps are then
+    no-ops on its output.
+    """
+    text = html.unescape(html.unescape(ftfy.fix_text(text))).strip()
+    return _WHITESPACE.sub(" ", text).strip().lower()
 
 
 def _bytes_to_unicode() -> list[str]:

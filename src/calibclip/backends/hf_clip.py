@@ -18,6 +18,7 @@ from PIL import Image
 from transformers import CLIPModel
 
 from calibclip.backends.base import Encoder, TextOutput, VisionOutput
+from calibclip.tokenizer import clip_normalize
 
 
 def additive_mask(attention_mask: torch.Tensor | None, key_mask: torch.Tensor | None, causal: bool,
@@ -62,13 +63,14 @@ class HFClipEncoder(Encoder):
         return self.processor(images=list(images), return_tensors="pt")["pixel_values"]
 
     def tokenize(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.context_length,
+        """(input_ids, attention_mask) of the texts after OpenAI CLIP's cleaning (``clip_normalize``)."""
+        enc = self.tokenizer([clip_normalize(t) for t in texts], padding=True, truncation=True, max_length=self.context_length,
                              return_tensors="pt")
         return enc["input_ids"], enc["attention_mask"]
 
     def token_count(self, text: str) -> int:
         """Number of tokens of ``text`` with SOT/EOT, before truncation."""
-        return len(self.tokenizer(text, truncation=False)["input_ids"])
+        return len(self.tokenizer(clip_normalize(text), truncation=False)["input_ids"])
 
     # ---- towers -------------------------------------------------------------------------
     def image_tower(self, pixel_values: torch.Tensor) -> VisionOutput:
