@@ -53,16 +53,30 @@ def test_flickr30k_karpathy(tmp_path):
         read_karpathy(root, "flickr30k", "test")
 
 
-def test_mscoco_karpathy_filepath_and_five_captions(tmp_path):
+def clip_benchmark_queries(karpathy: dict, split: str) -> tuple[list[str], list[int]]:
+    """CLIP_benchmark zeroshot_retrieval, by hand: each split image with ALL its captions; every caption is a
+    query labelled with its image's index (texts_image_index)."""
+    texts, owner = [], []
+    for i, e in enumerate(x for x in karpathy["images"] if x["split"] == split):
+        for s in e["sentences"]:
+            texts.append(s["raw"].strip())
+            owner.append(i)
+    return texts, owner
+
+
+def test_mscoco_karpathy_filepath_and_every_caption(tmp_path):
     png(tmp_path / "val2014" / "COCO_val2014_000000391895.jpg")
     png(tmp_path / "val2014" / "COCO_val2014_000000522418.jpg", 9)
-    dump(tmp_path / "annotations" / "dataset_coco.json", {"dataset": "coco", "images": [
+    ann = {"dataset": "coco", "images": [
         karpathy_entry("COCO_val2014_000000391895.jpg", 0, "test", 7, 0, filepath="val2014", cocoid=391895),
-        karpathy_entry("COCO_val2014_000000522418.jpg", 1, "test", 5, 7, filepath="val2014", cocoid=522418)]})
+        karpathy_entry("COCO_val2014_000000522418.jpg", 1, "test", 6, 7, filepath="val2014", cocoid=522418)]}
+    dump(tmp_path / "annotations" / "dataset_coco.json", ann)
     ds = read_dataset("coco", tmp_path)[0]
     assert ds.image_ids == ["391895", "522418"]
     assert ds.image_paths[0] == tmp_path / "val2014" / "COCO_val2014_000000391895.jpg"
-    assert len(ds.texts) == 10 and ds.text_image == [0] * 5 + [1] * 5  # 7 captions cut to the standard 5
+    # Issue 15.9: all 13 captions are queries (before: the first 5 of each image, 10 queries).
+    assert (ds.texts, ds.text_image) == clip_benchmark_queries(ann, "test")
+    assert len(ds.texts) == 13 and ds.text_image == [0] * 7 + [1] * 6
 
 
 def test_karpathy_errors_name_the_file(tmp_path):

@@ -43,11 +43,10 @@ def write_genecis(root: Path) -> Path:
         _jpg(root / "VG_100K" / f"{i}.jpg", i)
         _jpg(root / "val2017" / f"{100 + i:012d}.jpg", 100 + i)
     vg = [{"image_id": i, "instance_bbox": [5, 4, 12, 10], "object_name": "car"} for i in range(1, 9)]
-    attr = [  # gallery length 3 is the modal one; the record with 2 is dropped like the official loader does
+    attr = [  # every record has 3 gallery images, as the official loader (batched default collate) needs
         {"reference": vg[0], "target": vg[1], "gallery": [vg[2], vg[3], vg[4]], "condition": "color"},
         {"reference": vg[5], "target": vg[6], "gallery": [vg[7], vg[2], {**vg[2], "instance_bbox": [1, 1, 8, 8]}],
          "condition": "material"},
-        {"reference": vg[1], "target": vg[0], "gallery": [vg[3], vg[4]], "condition": "size"},
     ]
     coco = [{"val_image_id": 100 + i} for i in range(1, 9)]
     obj = [{"reference": coco[0], "target": coco[1], "gallery": coco[2:6], "condition": "dog"},
@@ -65,7 +64,7 @@ def genecis(tmp_path):
 
 def test_reader_builds_per_query_galleries(genecis):
     ds = read_genecis_task(genecis, "change_attribute")
-    assert ds.category == "change_attribute" and len(ds.queries) == 2  # the 2-image gallery record is dropped
+    assert ds.category == "change_attribute" and len(ds.queries) == 2
     q0, q1 = ds.queries
     assert q0.captions == ["color"] and q0.reference_box == (5.0, 4.0, 12.0, 10.0)
     assert q0.members[0] == q0.target and len(q0.members) == 4
@@ -114,6 +113,7 @@ def test_cli_eval_genecis_matches_an_independent_computation(genecis, tmp_path, 
     for k, v in expected.items():
         assert got[f"change_attribute/{k}"] == pytest.approx(v, abs=1e-3)
     assert got["avg/R@1"] == pytest.approx(expected["R@1"], abs=1e-3)
+    assert got["avg_R@1"] == got["avg/R@1"] and "avg" not in got
     assert got["change_attribute/R@1"] <= got["change_attribute/R@2"] <= got["change_attribute/R@3"]
 
 
@@ -123,7 +123,7 @@ def test_calibrated_genecis_runs_and_reports_the_same_metrics(genecis, tmp_path,
     spec = EvalSpec(dataset="genecis", root=genecis, split="focus_object", model=str(tiny_model_dir), phi=phi_path,
                     device="cpu", results_dir=None, progress=False)
     base, calib = evaluate_many(spec, ["base", "calib"])
-    assert set(base.metrics) == set(calib.metrics) >= {"focus_object/R@1", "focus_object/R@3", "avg"}
+    assert set(base.metrics) == set(calib.metrics) >= {"focus_object/R@1", "focus_object/R@3", "avg_R@1"}
     assert all(0 <= v <= 100 for v in calib.metrics.values())
 
 
@@ -170,17 +170,22 @@ def test_split_all_reports_each_sub_task_and_their_average(genecis, tmp_path, ti
             assert got[f"{t}/{k}"] == pytest.approx(v, abs=1e-3), (t, k)
     for k in ("R@1", "R@2", "R@3"):
         assert got[f"avg/{k}"] == pytest.approx(np.mean([m[k] for m in per_task.values()]), abs=1e-3)
+    # Issue 15.10: the headline is the paper's "GeneCIS Avg. Recall @ 1": the unweighted mean of the 4 R@1.
+    assert list(got)[0] == "avg_R@1" and "avg" not in got
+    assert got["avg_R@1"] == pytest.approx(np.mean([per_task[t]["R@1"] for t in per_task]), abs=1e-3)
     # 2 queries per sub-task: every recall is 0, 50 or 100 %
     assert all(v in (0.0, 50.0, 100.0) for t in per_task for v in per_task[t].values())
     assert vg_all / "8.jpg" in read_genecis_task(genecis, "change_attribute").image_paths
 
 
 @pytest.mark.parametrize(("task", "entry", "needle"), [
-    ("change_attribute", {"image_id": 1, "instance_bbox": ["a", 4, 12, 10]}, "instance_bbox ['a', 4, 12, 10]"),
+    ("change_attribute", {"image_id": 1, "instance_bbox": ["a", 4, 12, 10]},
+     "'target.instance_bbox': expected [x, y, w, h]"),
     ("change_attribute", {"image_id": 1, "instance_bbox": [5, 4, 0, 10]}, "w, h > 0"),
-    ("change_attribute", {"image_id": 1}, "needs 'image_id' and 'instance_bbox'"),
-    ("focus_object", {"val_image_id": "abc"}, "val_image_id 'abc' is not a COCO image id"),
-    ("focus_object", {"image_id": 101}, "needs 'val_image_id'"),
+    ("change_attribute", {"image_id": 1}, "has no 'target.instance_bbox' field"),
+    ("focus_object", {"val_image_id": "abc"}, "'target.val_image_id': expected a non-negative integer id"),
+    ("focus_object", {"val_image_id": "\u00b2"}, "'target.val_image_id': expected a non-negative integer id"),
+    ("focus_object", {"image_id": 101}, "has no 'target.val_image_id' field"),
 ])
 def test_bad_image_entries_name_the_file_and_the_field(genecis, task, entry, needle):
     ann = genecis / "genecis" / f"{task}.json"
@@ -190,7 +195,21 @@ def test_bad_image_entries_name_the_file_and_the_field(genecis, task, entry, nee
     with pytest.raises(UserError) as err:
         read_genecis_task(genecis, task)
     msg = str(err.value)
-    assert str(ann) in msg and "record 0 target" in msg and needle in msg and "\n" not in msg
+    assert str(ann) in msg and "record 0 " in msg and needle in msg and "\n" not in msg
+
+
+def test_every_record_is_kept_and_a_gallery_of_another_length_is_an_error(genecis):
+    """Issue 15.10: nothing is dropped silently. The official COCOValSubset/VAWValSubset keep every record and
+    batch [target] + gallery with torch's default collate, which needs one gallery length: by hand, that is
+    "every record's gallery has the first record's length"; a file breaking it is an error naming the record."""
+    ann = genecis / "genecis" / "change_attribute.json"
+    records = json.loads(ann.read_text())
+    official_ok = len({len(r["gallery"]) for r in records}) == 1
+    assert official_ok and len(read_genecis_task(genecis, "change_attribute").queries) == len(records)
+    records.append({**records[0], "gallery": records[0]["gallery"][:2], "condition": "size"})
+    ann.write_text(json.dumps(records))
+    with pytest.raises(UserError, match=r"change_attribute.json: record 2 has 2 gallery images but record 0 has 3"):
+        read_genecis_task(genecis, "change_attribute")
 
 
 def test_cli_errors_are_one_line_exit_2(genecis, tmp_path, tiny_model_dir, phi_path):
@@ -205,4 +224,4 @@ def test_cli_errors_are_one_line_exit_2(genecis, tmp_path, tiny_model_dir, phi_p
                                 "gallery": {"val_image_id": 103}, "condition": "dog"}]))
     res = CliRunner().invoke(app, [*base, "--root", str(genecis), "--split", "focus_object"])
     assert res.exit_code == 2 and res.output.count("\n") == 1
-    assert str(ann) in res.output and "'gallery' must be a non-empty list" in res.output
+    assert str(ann) in res.output and "record 0 field 'gallery': input should be a valid list" in res.output

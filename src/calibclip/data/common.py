@@ -33,18 +33,13 @@ def load_json(path: Path, kind: type | tuple[type, ...], what: str) -> Any:
         obj = json.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
         raise UserError(f"{path}: cannot read ({exc.strerror}).") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not valid UTF-8 (byte {exc.start}); expected {what} as UTF-8 JSON.") from None
     except json.JSONDecodeError as exc:
         raise UserError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg}); expected {what}.") from None
     if not isinstance(obj, kind):
         raise UserError(f"{path}: expected {what}, found a JSON {type(obj).__name__}.")
     return obj
-
-
-def field_of(record: Any, key: str, path: Path, i: int, what: str) -> Any:
-    """``record[key]`` or a UserError naming the file, the record number and the missing key."""
-    if not isinstance(record, dict) or key not in record:
-        raise UserError(f"{path}: record {i} has no '{key}' field; expected {what}.")
-    return record[key]
 
 
 def pick_base(candidates: Iterable[Path], probe: str, source: Path, what: str) -> Path:

@@ -17,23 +17,28 @@ As the official evaluation code does:
 - attribute-task images are the instance box, dilated by 0.7 of its size (left/top moved out by
   0.7·w / 0.7·h, right/bottom at left/top + 1.7·w / 1.7·h, clipped to the image) and padded to a
   square with black — ``crop_instance``;
-- only records whose gallery has the most common length are kept (the official loader's filter),
-  and the target is scored against the query's own gallery: R@1/2/3 of the target among
-  [target] + gallery.
+- every record is kept, in file order (the official ``COCOValSubset`` / ``VAWValSubset`` drop
+  nothing), and the target is scored against the query's own gallery: R@1/2/3 of the target among
+  [target] + gallery;
+- every gallery of a sub-task has the same length as its first record's: the official loader batches
+  ``[target] + gallery`` with torch's default collate (8 records per batch), which cannot stack galleries
+  of different lengths, so the official code cannot score such a file. A record whose gallery length
+  differs is an error naming the file, the record and both lengths (the official object files have 14
+  gallery images in every record), never a dropped record.
+Every record's types are checked once (``data.schema.GenecisAttribute`` / ``GenecisObject``): image ids
+are non-negative integers (or their ASCII digits), boxes four finite numbers with w, h > 0.
 A sub-task is one ``ComposedSet`` (its ``category``); the unique (image, box) pairs of all its records
 form the set's image list and each query's ``members`` are its own gallery, target first.
 """
 
 from __future__ import annotations
 
-import math
-from collections import Counter
 from pathlib import Path
-from typing import Any
 
 from PIL import Image
 
 from calibclip.data.common import check_images, find_file, load_json, need_split
+from calibclip.data.schema import CocoEntry, GenecisAttribute, GenecisObject, VGEntry, validate_records
 from calibclip.data.types import ComposedQuery, ComposedSet
 from calibclip.errors import UserError
 
@@ -74,65 +79,30 @@ def _locate(root: Path, dirs: list[Path], name: str, ann: Path, task: str) -> Pa
     raise UserError(f"{ann}: image {name} not found under {root} ({shown}); put the {src} images there.")
 
 
-def _image_key(rec: Any, task: str, ann: Path, i: int, role: str) -> tuple[str, Box | None]:
-    """(file name, box or None) of one image entry of a record."""
-    if not isinstance(rec, dict):
-        raise UserError(f"{ann}: record {i} {role} is not an object; expected {WHAT}.")
-    if task.endswith("attribute"):
-        if "image_id" not in rec or "instance_bbox" not in rec:
-            raise UserError(f"{ann}: record {i} {role} needs 'image_id' and 'instance_bbox' (Visual Genome entry).")
-        box, image_id = rec["instance_bbox"], rec["image_id"]
-        nums = [_number(v) for v in box] if isinstance(box, (list, tuple)) and len(box) == 4 else []
-        if len(nums) != 4 or None in nums or nums[2] <= 0 or nums[3] <= 0:  # type: ignore[operator]
-            raise UserError(f"{ann}: record {i} {role} instance_bbox {box!r} is not [x, y, w, h] with w, h > 0.")
-        if not _is_id(image_id):
-            raise UserError(f"{ann}: record {i} {role} image_id {image_id!r} is not a Visual Genome image id.")
-        return f"{image_id}.jpg", tuple(nums)  # type: ignore[return-value]
-    if "val_image_id" not in rec:
-        raise UserError(f"{ann}: record {i} {role} needs 'val_image_id' (COCO 2017 val entry).")
-    if not _is_id(rec["val_image_id"]):
-        raise UserError(f"{ann}: record {i} {role} val_image_id {rec['val_image_id']!r} is not a COCO image id.")
-    return f"{int(rec['val_image_id']):012d}.jpg", None
-
-
-def _number(v: Any) -> float | None:
-    """A JSON number as float, or None (bools and non-numeric strings are not box coordinates)."""
-    if isinstance(v, bool):
-        return None
-    try:
-        x = float(v)
-    except (TypeError, ValueError):
-        return None
-    return x if math.isfinite(x) else None
-
-
-def _is_id(v: Any) -> bool:
-    """An image id: a non-negative int, or its decimal string."""
-    return (isinstance(v, int) and not isinstance(v, bool) and v >= 0) or (isinstance(v, str) and v.isdigit())
-
-
 def read_genecis_task(root: str | Path, task: str) -> ComposedSet:
     """One GeneCIS sub-task as a ComposedSet (category = task; per-query galleries in ``members``)."""
     root = Path(root)
     ann = find_file(root, f"{task}.json", ("genecis", ""), "GeneCIS")
-    records = load_json(ann, list, WHAT)
-    for i, r in enumerate(records):
-        missing = [k for k in ("reference", "target", "gallery", "condition") if not isinstance(r, dict) or k not in r]
-        if missing:
-            raise UserError(f"{ann}: record {i} has no {', '.join(repr(m) for m in missing)}; expected {WHAT}.")
-        if not isinstance(r["gallery"], list) or not r["gallery"]:
-            raise UserError(f"{ann}: record {i} 'gallery' must be a non-empty list of images.")
+    schema = GenecisAttribute if task.endswith("attribute") else GenecisObject
+    records = validate_records(ann, load_json(ann, list, WHAT), schema, WHAT)
     if not records:
         raise UserError(f"{ann}: no records; expected {WHAT}.")
-    modal = Counter(len(r["gallery"]) for r in records).most_common(1)[0][0]
+    width = len(records[0].gallery)
+    for i, r in enumerate(records):
+        if len(r.gallery) != width:
+            raise UserError(f"{ann}: record {i} has {len(r.gallery)} gallery images but record 0 has {width}; "
+                            "the official loader needs one gallery length per sub-task (check the file).")
     dirs = _image_dirs(root, task)
     where: dict[str, Path] = {}
     keys: dict[tuple[str, Box | None], int] = {}
     paths: list[Path] = []
     boxes: list[Box | None] = []
 
-    def index_of(entry: Any, i: int, role: str) -> tuple[int, Path, Box | None]:
-        name, box = _image_key(entry, task, ann, i, role)
+    def index_of(entry: VGEntry | CocoEntry) -> tuple[int, Path, Box | None]:
+        if isinstance(entry, VGEntry):
+            name, box = f"{entry.image_id}.jpg", entry.instance_bbox
+        else:
+            name, box = f"{entry.val_image_id:012d}.jpg", None
         if name not in where:
             where[name] = _locate(root, dirs, name, ann, task)
         if (name, box) not in keys:
@@ -143,13 +113,11 @@ def read_genecis_task(root: str | Path, task: str) -> ComposedSet:
 
     queries = []
     for i, r in enumerate(records):
-        if len(r["gallery"]) != modal:
-            continue  # the official loader keeps only galleries of the modal length
-        _, ref_path, ref_box = index_of(r["reference"], i, "reference")
-        tgt, _, _ = index_of(r["target"], i, "target")
-        gallery = [index_of(g, i, f"gallery[{k}]")[0] for k, g in enumerate(r["gallery"])]
+        _, ref_path, ref_box = index_of(r.reference)
+        tgt, _, _ = index_of(r.target)
+        gallery = [index_of(g)[0] for g in r.gallery]
         queries.append(ComposedQuery(qid=f"{task}-{i}", reference_path=ref_path, reference=-1,
-                                     captions=[str(r["condition"])], target=tgt, positives=[tgt],
+                                     captions=[r.condition], target=tgt, positives=[tgt],
                                      members=[tgt, *gallery], reference_box=ref_box))
     check_images(paths, ann)
     return ComposedSet(name="genecis", split=task, image_paths=paths, image_ids=[p.stem for p in paths],

@@ -3,6 +3,7 @@
 Each annotation is a JSON list of records ``{"id", "split", "captions", "file_path"|"img_path"}``;
 images live in ``imgs/`` next to it. Evaluation (test/val split): the gallery is every record's image
 with its person id ``int(id)``, the queries are all captions, labelled with the same person id.
+Every record's types are checked (``data.schema.irra_record``) before any is used.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from calibclip.data.common import check_images, field_of, find_file, load_json, need_split
+from calibclip.data.common import check_images, find_file, load_json, need_split
+from calibclip.data.schema import irra_record, validate_records
 from calibclip.data.types import RetrievalSet
 from calibclip.errors import UserError
 
@@ -41,31 +43,23 @@ def read_irra(root: str | Path, dataset: str = "cuhk-pedes", split: str = "test"
     need_split(split, lay.splits, dataset)
     ann = find_file(Path(root), lay.annotation, ("", lay.folder), f"{lay.folder} dataset")
     what = f"IRRA's {lay.annotation} format (a list of {{'id', 'split', 'captions', '{lay.path_key}'}})"
-    records = load_json(ann, list, what)
+    records = validate_records(ann, load_json(ann, list, what), irra_record(lay.path_key), what)
     img_dir = ann.parent / lay.image_dir
     if not img_dir.is_dir():
         raise UserError(f"{ann}: the image folder {img_dir} is missing; expected {lay.image_dir}/ next to it.")
     paths, ids, pids, texts, text_pids, text_image = [], [], [], [], [], []
-    for i, rec in enumerate(records):
-        if field_of(rec, "split", ann, i, what) != split:
+    for rec in records:
+        if rec.split != split:
             continue
-        rel = field_of(rec, lay.path_key, ann, i, what)
-        try:
-            pid = int(field_of(rec, "id", ann, i, what))
-        except (TypeError, ValueError):
-            raise UserError(f"{ann}: record {i} has a non-integer person id {rec['id']!r}.") from None
-        caps = field_of(rec, "captions", ann, i, what)
-        if not isinstance(caps, list) or not caps:
-            raise UserError(f"{ann}: record {i} ({rel}) has no captions list.")
-        paths.append(img_dir / rel)
-        ids.append(str(rel))
-        pids.append(pid)
-        for c in caps:
-            texts.append(str(c).strip())
-            text_pids.append(pid)
+        paths.append(img_dir / rec.path)
+        ids.append(rec.path)
+        pids.append(rec.id)
+        for c in rec.captions:
+            texts.append(c.strip())
+            text_pids.append(rec.id)
             text_image.append(len(paths) - 1)
     if not paths:
-        present = sorted({str(r.get("split")) for r in records if isinstance(r, dict)})
+        present = sorted({r.split for r in records})
         raise UserError(f"{ann}: no records with split '{split}' (splits present: {', '.join(present) or 'none'}).")
     check_images(paths, ann)
     return RetrievalSet(name=dataset, split=split, task="tbpr", image_paths=paths, image_ids=ids, texts=texts,

@@ -6,7 +6,8 @@ import csv
 import json
 from pathlib import Path
 
-from calibclip.data.common import check_images, field_of, find_file, load_json, need_split, pick_base
+from calibclip.data.common import check_images, find_file, load_json, need_split, pick_base
+from calibclip.data.schema import KarpathyImage, validate_records
 from calibclip.data.types import RetrievalSet
 from calibclip.errors import UserError
 
@@ -15,16 +16,16 @@ KARPATHY_SPLITS = ("train", "val", "test", "restval")
 # Where the images usually sit relative to the folder holding the JSON (first match wins).
 IMAGE_DIRS = {"flickr30k": ("flickr30k-images", "flickr30k_images", "images", "Images", ""),
               "mscoco": ("", "images", "coco")}
-# The standard 1K (Flickr) / 5K (COCO) test protocols use 5 captions per image; a few COCO images have 6–7.
-CAPTIONS_PER_IMAGE = 5
 
 
-def read_karpathy(root: str | Path, dataset: str = "flickr30k", split: str = "test",
-                  captions_per_image: int = CAPTIONS_PER_IMAGE) -> RetrievalSet:
+def read_karpathy(root: str | Path, dataset: str = "flickr30k", split: str = "test") -> RetrievalSet:
     """Read ``dataset_flickr30k.json`` / ``dataset_coco.json`` (Karpathy split) under ``root``.
 
-    Gallery = the split's images in file order; queries = their first ``captions_per_image`` raw captions.
-    COCO entries carry ``filepath`` (val2014/train2014); image folders are looked up next to the JSON.
+    Gallery = the split's images in file order; queries = every raw caption of every gallery image, as
+    CLIP_benchmark's ``zeroshot_retrieval`` and the papers count them (MSCOCO 5k test: 25,010 captions,
+    a few images have 6 or 7; Flickr30K 1k test: 5,000). COCO entries carry ``filepath``
+    (val2014/train2014); image folders are looked up next to the JSON. Every record is type-checked
+    (``data.schema.KarpathyImage``).
     """
     if dataset not in KARPATHY_FILES:
         raise UserError(f"unknown Karpathy dataset {dataset!r}; use {list(KARPATHY_FILES)}.")
@@ -35,29 +36,24 @@ def read_karpathy(root: str | Path, dataset: str = "flickr30k", split: str = "te
     obj = load_json(ann, dict, what)
     if not isinstance(obj.get("images"), list):
         raise UserError(f"{ann}: no 'images' list; expected {what}.")
-    entries = [e for e in obj["images"] if isinstance(e, dict) and e.get("split") == split]
+    records = validate_records(ann, obj["images"], KarpathyImage, what, label="images entry")
+    entries = [e for e in records if e.split == split]
     if not entries:
-        splits = sorted({str(e.get("split")) for e in obj["images"] if isinstance(e, dict)})
+        splits = sorted({e.split for e in records})
         raise UserError(f"{ann}: no images with split '{split}' (splits present: {', '.join(splits) or 'none'}).")
 
-    def rel(e: dict, i: int) -> str:
-        filename = field_of(e, "filename", ann, i, what)
-        return f"{e['filepath']}/{filename}" if e.get("filepath") else filename
+    def rel(e: KarpathyImage) -> str:
+        return f"{e.filepath}/{e.filename}" if e.filepath else e.filename
 
-    first = rel(entries[0], 0)
-    base = pick_base([ann.parent / d for d in IMAGE_DIRS[dataset]] + [Path(root)], first, ann,
+    base = pick_base([ann.parent / d for d in IMAGE_DIRS[dataset]] + [Path(root)], rel(entries[0]), ann,
                      f"{dataset} images")
     paths, ids, texts, text_image = [], [], [], []
-    for i, e in enumerate(entries):
-        r = rel(e, i)
+    for e in entries:
+        r = rel(e)
         paths.append(base / r)
-        ids.append(str(e.get("cocoid", e.get("imgid", r))))
-        sents = field_of(e, "sentences", ann, i, what)
-        raws = [s.get("raw", " ".join(s.get("tokens", []))) for s in sents if isinstance(s, dict)]
-        if not raws:
-            raise UserError(f"{ann}: image {r} has no sentences; expected 'sentences': [{{'raw': ...}}].")
-        for raw in raws[:captions_per_image]:
-            texts.append(str(raw).strip())
+        ids.append(str(e.cocoid if e.cocoid is not None else e.imgid if e.imgid is not None else r))
+        for s in e.sentences:
+            texts.append(s.text.strip())
             text_image.append(len(paths) - 1)
     check_images(paths, ann)
     return RetrievalSet(name=dataset, split=split, task="tir", image_paths=paths, image_ids=ids, texts=texts,
@@ -84,6 +80,34 @@ def read_pairs(path: str | Path) -> RetrievalSet:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"--root {path}: expected a .csv or .jsonl file of (image, caption) pairs.")
+    try:
+        rows, keys = _pair_rows(path)
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not valid UTF-8 (byte {exc.start}); save the file as UTF-8.") from None
+    if not rows:
+        raise UserError(f"{path}: no (image, caption) rows.")
+    ik = _pair_key(keys, PAIR_IMAGE_KEYS, path, "image")
+    tk = _pair_key(keys, PAIR_TEXT_KEYS, path, "caption")
+    index: dict[str, int] = {}
+    paths, texts, text_image = [], [], []
+    for n, r in enumerate(rows, 1):
+        for k in (ik, tk):
+            if not isinstance(r.get(k), str) or not r[k].strip():
+                found = "nothing" if r.get(k) is None else repr(r[k])[:60]
+                raise UserError(f"{path}: row {n} field '{k}' must be a non-empty string (found {found}).")
+        img, cap = r[ik].strip(), r[tk].strip()
+        if img not in index:
+            index[img] = len(paths)
+            paths.append(path.parent / img)
+        texts.append(cap)
+        text_image.append(index[img])
+    check_images(paths, path)
+    return RetrievalSet(name=path.stem, split="all", task="tir", image_paths=paths, image_ids=list(index),
+                        texts=texts, text_image=text_image, files=[path])
+
+
+def _pair_rows(path: Path) -> tuple[list[dict], list[str]]:
+    """(rows, column names) of a pairs CSV/JSONL file."""
     rows: list[dict] = []
     if path.suffix.lower() == ".csv":
         with path.open(newline="", encoding="utf-8") as fh:
@@ -102,21 +126,4 @@ def read_pairs(path: str | Path) -> RetrievalSet:
         keys = sorted({k for r in rows for k in r})
     else:
         raise UserError(f"{path}: unsupported extension '{path.suffix}'; use .csv or .jsonl.")
-    if not rows:
-        raise UserError(f"{path}: no (image, caption) rows.")
-    ik = _pair_key(keys, PAIR_IMAGE_KEYS, path, "image")
-    tk = _pair_key(keys, PAIR_TEXT_KEYS, path, "caption")
-    index: dict[str, int] = {}
-    paths, texts, text_image = [], [], []
-    for n, r in enumerate(rows, 1):
-        img, cap = str(r.get(ik) or "").strip(), str(r.get(tk) or "").strip()
-        if not img or not cap:
-            raise UserError(f"{path}: row {n} has an empty {ik if not img else tk}.")
-        if img not in index:
-            index[img] = len(paths)
-            paths.append(path.parent / img)
-        texts.append(cap)
-        text_image.append(index[img])
-    check_images(paths, path)
-    return RetrievalSet(name=path.stem, split="all", task="tir", image_paths=paths, image_ids=list(index),
-                        texts=texts, text_image=text_image, files=[path])
+    return rows, keys

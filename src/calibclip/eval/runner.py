@@ -317,6 +317,15 @@ def _average_parts(per_part: dict[str, dict[str, float]]) -> dict[str, float]:
     return out
 
 
+def genecis_headline(metrics: dict[str, float], notes: list[str]) -> dict[str, float]:
+    """GeneCIS as the paper reports it: ``avg_R@1`` = mean of the sub-tasks' R@1 (unweighted by their
+    sizes), first; the per-task and ``avg/R@k`` rows stay, the mean over R@1..3 (``avg``) is not reported."""
+    tasks = sorted({k.split("/")[0] for k in metrics if "/" in k and not k.startswith("avg/")})
+    if len(tasks) < 4:
+        notes.append(f"avg_R@1 is over {len(tasks)} of the 4 GeneCIS sub-tasks ({', '.join(tasks)})")
+    return {"avg_R@1": metrics["avg/R@1"], **{k: v for k, v in metrics.items() if k != "avg"}}
+
+
 def _submission(ds: ComposedSet, src: Any) -> dict[str, dict[str, Any]]:
     """Official test-server JSON: CIRR recall (top-50, reference excluded) + recall_subset (top-3); CIRCO top-50."""
     ids = np.asarray(ds.image_ids, dtype=object)
@@ -434,6 +443,8 @@ def evaluate(spec: EvalSpec, enc: Any = None) -> EvalResult:
         n_images += len(part.image_paths)
         n_queries += len(part.texts) if isinstance(part, RetrievalSet) else len(part.queries)
     metrics = per_part["all"] if list(per_part) == ["all"] else _average_parts(per_part)
+    if name == "genecis":
+        metrics = genecis_headline(metrics, notes)
     if not metrics:
         notes.append(f"{name} {split} has no ground truth: only the submission file is produced")
     written = []
