@@ -123,7 +123,8 @@ def read_fashioniq(root: str | Path, split: str = "val",
             queries.append(ComposedQuery(qid=f"{cat}-{i}", reference_path=ref_path,
                                          reference=index.get(c.candidate, -1), captions=list(c.captions),
                                          target=tgt, positives=[tgt] if tgt is not None else []))
-        check_images(paths + [q.reference_path for q in queries if q.reference < 0], split_path)
+        check_images(paths, split_path)
+        check_images([q.reference_path for q in queries if q.reference < 0], cap_path)  # candidates off the split
         out.append(ComposedSet(name="fashioniq", split=split, image_paths=paths, image_ids=names, queries=queries,
                                category=cat, files=[cap_path, split_path]))
     return out

@@ -16,8 +16,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import (BaseModel, ConfigDict, Field, PlainValidator, StrictStr, TypeAdapter, ValidationError,
-                      create_model, model_validator)
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, TypeAdapter, ValidationError, create_model
 
 from calibclip.errors import UserError
 
@@ -75,18 +74,7 @@ class Record(BaseModel):
 
 # ---------------------------------------------------------------- Karpathy (Flickr30K / MSCOCO)
 class KarpathySentence(Record):
-    raw: Text | None = None
-    tokens: list[Text] | None = None
-
-    @model_validator(mode="after")
-    def _has_text(self) -> KarpathySentence:
-        if self.raw is None and self.tokens is None:
-            raise ValueError("a sentence needs 'raw' (or 'tokens')")
-        return self
-
-    @property
-    def text(self) -> str:
-        return self.raw if self.raw is not None else " ".join(self.tokens or [])
+    raw: Text  # the caption as written; ``tokens`` is a lower-cased, punctuation-free copy we never use
 
 
 class KarpathyImage(Record):

@@ -53,7 +53,7 @@ def read_karpathy(root: str | Path, dataset: str = "flickr30k", split: str = "te
         paths.append(base / r)
         ids.append(str(e.cocoid if e.cocoid is not None else e.imgid if e.imgid is not None else r))
         for s in e.sentences:
-            texts.append(s.text.strip())
+            texts.append(s.raw.strip())
             text_image.append(len(paths) - 1)
     check_images(paths, ann)
     return RetrievalSet(name=dataset, split=split, task="tir", image_paths=paths, image_ids=ids, texts=texts,
