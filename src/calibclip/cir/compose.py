@@ -202,9 +202,17 @@ def symmetric_query(f1: np.ndarray, f2: np.ndarray) -> np.ndarray:
 
 
 def fashioniq_feature_set(enc: Any, images: Sequence[Image.Image], captions: Sequence[tuple[str, str]],
-                          phi: torch.nn.Module, prompt: str = DEFAULT_PROMPT,
-                          batch_size: int = 64) -> dict[str, np.ndarray]:
-    """FashionIQ's two-caption query for each feature set (see ``fashioniq_query``)."""
+                          phi: torch.nn.Module, prompt: str = DEFAULT_PROMPT, batch_size: int = 64,
+                          mode: str = "both") -> dict[str, np.ndarray]:
+    """FashionIQ's query from its two captions, for each feature set.
+
+    ``mode`` "both" (SEARLE/LinCIR/RTD): ``fashioniq_query``'s average of the two orders;
+    "second-first" (Pic2Word): one query "{c2} and {c1}" with the captions as written.
+    """
+    if mode == "second-first":
+        return composed_feature_set(enc, images, [f"{c[1]} and {c[0]}" for c in captions], phi, prompt, batch_size)
+    if mode != "both":
+        raise ValueError(f"unknown FashionIQ query mode {mode!r}")
     pairs = [fashioniq_texts(c[0], c[1]) for c in captions]
     f1 = composed_feature_set(enc, images, [p[0] for p in pairs], phi, prompt, batch_size)
     f2 = composed_feature_set(enc, images, [p[1] for p in pairs], phi, prompt, batch_size)

@@ -34,7 +34,11 @@ def eval_cmd(
                               "change_attribute, focus_attribute, change_object, focus_object or all)."),
     submission: Path = typer.Option(None, "--submission", help="Write the CIRR/CIRCO test-server JSON here."),
     markdown: Path = typer.Option(None, "--markdown", help="Append the result row(s) to this Markdown table file."),
-    prompt: str = typer.Option("a photo of $ that {}", "--prompt", help="Composed query template."),
+    prompt: str = typer.Option(None, "--prompt", help="Composed query template with '$' for the image's pseudo "
+                               "word and '{}' for the text (default: the rtd preset)."),
+    prompt_preset: str = typer.Option(None, "--prompt-preset", help="A paper's composed-query protocol: "
+                                      "rtd, searle, lincir (\"a photo of $ that {}\", FashionIQ both caption "
+                                      "orders) or pic2word (\"a photo of * , {}\", FashionIQ one order)."),
     batch_size: int = typer.Option(64, "--batch-size", min=1),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1 ..."),
     results_dir: Path = typer.Option(Path("results"), "--results-dir", help="Where the result JSON files go."),
@@ -58,7 +62,7 @@ def eval_cmd(
     if "rtd" in modes and rtd is None:
         raise UserError("the rtd configuration needs --rtd CKPT.")
     spec = EvalSpec(dataset=dataset, root=root, model=model, mode=modes[0], split=split, calib_config=calib_config,
-                    phi=phi, rtd=rtd, prompt=prompt, batch_size=batch_size, device=device,
+                    phi=phi, rtd=rtd, prompt=prompt, prompt_preset=prompt_preset, batch_size=batch_size, device=device,
                     cache_dir=None if no_cache else (cache_dir or default_cache_dir()), results_dir=results_dir,
                     submission=submission, progress=not quiet)
     results = evaluate_many(spec, modes) if len(modes) > 1 else [evaluate(spec)]

@@ -78,7 +78,11 @@ def search_cmd(
     text: str = typer.Option(None, "--text", help="Modification text for composed search."),
     phi: Path = typer.Option(None, "--phi", help="φ checkpoint (LinCIR / SEARLE / Pic2Word / train-phi)."),
     rtd: Path = typer.Option(None, "--rtd", help="RTD text-encoder checkpoint (from `calibclip rtd train`)."),
-    prompt: str = typer.Option("a photo of $ that {}", "--prompt", help="Composed query template."),
+    prompt: str = typer.Option(None, "--prompt", help="Composed query template with '$' for the image's pseudo "
+                               "word and '{}' for the text (default: the rtd preset)."),
+    prompt_preset: str = typer.Option(None, "--prompt-preset", help="A paper's composed-query protocol: "
+                                      "rtd, searle, lincir (\"a photo of $ that {}\", FashionIQ both caption "
+                                      "orders) or pic2word (\"a photo of * , {}\", FashionIQ one order)."),
     calib: bool = typer.Option(False, "--calib", help="CalibCLIP: DCC query + discriminative re-ranking."),
     calib_config: Path = typer.Option(None, "--calib-config", help="TOML file with CalibConfig fields."),
     reencode: bool = typer.Option(False, "--reencode", help="Re-embed the gallery if its calibration differs."),
@@ -117,8 +121,10 @@ def search_cmd(
             if text is None or phi is None:
                 raise UserError("composed search needs --image, --text and --phi together.")
             from calibclip.cir import load_phi
+            from calibclip.cir.prompts import resolve_prompt
 
-            hits = index.search_composed(ref, text, load_phi(phi), k=top_k, prompt=prompt)
+            proto = resolve_prompt(prompt, prompt_preset)
+            hits = index.search_composed(ref, text, load_phi(phi), k=top_k, prompt=proto.prompt)
             title = f"{image.name} + \"{text}\""
         else:
             hits = index.search_image(ref, k=top_k)

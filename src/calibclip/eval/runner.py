@@ -45,7 +45,8 @@ class EvalSpec:
     calib_config: Path | None = None
     phi: Path | None = None
     rtd: Path | None = None
-    prompt: str = "a photo of $ that {}"
+    prompt: str | None = None  # free-text template; None: ``prompt_preset`` (default the rtd preset)
+    prompt_preset: str | None = None  # cir.prompts.PRESETS name: rtd, searle, lincir, pic2word
     batch_size: int = 64
     device: str = "auto"
     cache_dir: Path | None = None  # None: no feature cache
@@ -124,7 +125,20 @@ def config_label(spec: EvalSpec, calib: Any) -> str:
         label += f"-{slug(Path(spec.rtd).stem)}"
     if spec.phi is not None:
         label += f"+{slug(Path(spec.phi).stem)}"
+        proto = _prompt(spec)
+        if proto.preset not in (None, "rtd") or proto.prompt != DEFAULT_PROMPT_TEXT:  # keep rows apart by prompt
+            label += f"@{proto.preset or _sha(proto.prompt, 6)}"
     return label
+
+
+DEFAULT_PROMPT_TEXT = "a photo of $ that {}"
+
+
+def _prompt(spec: EvalSpec) -> Any:
+    """The composed-query protocol of a spec (cir.prompts.resolve_prompt)."""
+    from calibclip.cir.prompts import resolve_prompt
+
+    return resolve_prompt(spec.prompt, spec.prompt_preset)
 
 
 # ---------------------------------------------------------------------------------------------- encoding
@@ -230,12 +244,12 @@ def encode_texts(enc: Any, texts: list[str], batch_size: int, progress: bool) ->
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
-def encode_composed_queries(enc: Any, ds: ComposedSet, phi: Any, prompt: str, batch_size: int, progress: bool
-                            ) -> dict[str, np.ndarray]:
+def encode_composed_queries(enc: Any, ds: ComposedSet, phi: Any, prompt: str, batch_size: int, progress: bool,
+                            fashioniq: str = "both") -> dict[str, np.ndarray]:
     """Composed query feature sets via calibclip.cir ("plain", plus "dcc" when ``enc.calibration`` is set).
 
-    FashionIQ's two captions give normalize(normalize(q("c1 and c2")) + normalize(q("c2 and c1")))
-    (``cir.fashioniq_feature_set``); a record with one caption uses it for both.
+    FashionIQ's two captions give one query per ``fashioniq`` mode (``cir.fashioniq_feature_set``):
+    "both" normalize(normalize(q("c1 and c2")) + normalize(q("c2 and c1"))), "second-first" q("c2 and c1").
     """
     from calibclip import cir
 
@@ -248,7 +262,7 @@ def encode_composed_queries(enc: Any, ds: ComposedSet, phi: Any, prompt: str, ba
             images = list(pool.map(_open_cropped, [(q.reference_path, q.reference_box) for q in batch]))
             if ds.name == "fashioniq":
                 caps = [(q.captions[0], q.captions[1] if len(q.captions) > 1 else q.captions[0]) for q in batch]
-                feats = cir.fashioniq_feature_set(enc, images, caps, phi, prompt, batch_size)
+                feats = cir.fashioniq_feature_set(enc, images, caps, phi, prompt, batch_size, mode=fashioniq)
             else:
                 feats = cir.composed_feature_set(enc, images, [q.captions[0] for q in batch], phi, prompt,
                                                  batch_size)
@@ -390,6 +404,7 @@ def evaluate(spec: EvalSpec, enc: Any = None) -> EvalResult:
         raise UserError(f"{name} is composed retrieval: pass --phi (a LinCIR/SEARLE/Pic2Word or train-phi checkpoint).")
     if spec.mode == "rtd" and task != "cir":
         raise UserError("--rtd applies to composed retrieval (cirr, fashioniq, circo).")
+    proto = _prompt(spec) if task == "cir" else None  # a bad --prompt fails before any reading
     parts = read_dataset(name, spec.root, split)
     data_fp = fingerprint([f for p in parts for f in p.files], [x for p in parts for x in p.image_paths])
     calib = load_calib_config(spec.calib_config) if spec.mode == "calib" else None
@@ -431,7 +446,8 @@ def evaluate(spec: EvalSpec, enc: Any = None) -> EvalResult:
         if isinstance(part, RetrievalSet):
             q = encode_texts(enc, part.texts, max(spec.batch_size, 64), spec.progress)
         else:
-            q = encode_composed_queries(enc, part, phi, spec.prompt, spec.batch_size, spec.progress)
+            q = encode_composed_queries(enc, part, phi, proto.prompt, spec.batch_size, spec.progress,
+                                        proto.fashioniq)
         t2 = time.perf_counter()
         per_part[pname], src = _part_metrics(part, q, g, calib, notes)
         if sub_path is not None and isinstance(part, ComposedSet):
@@ -454,7 +470,8 @@ def evaluate(spec: EvalSpec, enc: Any = None) -> EvalResult:
         written.append(str(p))
     timing["total_s"] = time.perf_counter() - t_start
     settings = {"mode": spec.mode, "calibration": _calib_dict(calib), "phi": str(spec.phi) if spec.phi else None,
-                "rtd": str(spec.rtd) if spec.rtd else None, "prompt": spec.prompt if task == "cir" else None,
+                "rtd": str(spec.rtd) if spec.rtd else None,
+                **(proto.settings() if proto is not None else {"prompt": None}),
                 "batch_size": spec.batch_size, "device": str(getattr(enc, "device", spec.device)),
                 "root": str(spec.root), "gallery_cached": cached_all, "tie_rule": "stable by gallery index"}
     result = EvalResult(dataset=name, split=split, model=spec.model, config=config_label(spec, calib),
