@@ -200,3 +200,21 @@ def test_every_malformed_variant_is_read_or_a_one_line_user_error(tmp_path, read
         f.write_bytes(original)
     assert not bad, f"{len(bad)} bad of {sum(counts.values())} variants:\n" + "\n".join(bad[:15])
     assert counts["user_error"] > 0
+
+
+def test_karpathy_checks_the_split_read_and_names_the_record_by_its_place_in_the_file(tmp_path):
+    files, read = karpathy(tmp_path, "flickr30k")
+    doc = json.loads(files[0].read_text())
+    doc["images"].insert(0, {"filename": 5, "split": "train", "sentences": 12345})  # another split: not read
+    doc["images"][2]["sentences"][0]["raw"] = ["not", "text"]
+    files[0].write_text(json.dumps(doc))
+    with pytest.raises(UserError, match=r"images entry 2 field 'sentences.0.raw': expected a string"):
+        read()
+    doc["images"][2]["sentences"][0]["raw"] = "fixed"
+    doc["images"][0]["split"] = 7
+    files[0].write_text(json.dumps(doc))
+    with pytest.raises(UserError, match=r"images entry 0 field 'split' is not a string \(found 7\)"):
+        read()
+    doc["images"][0]["split"] = "train"
+    files[0].write_text(json.dumps(doc))
+    assert read().texts[2] == "fixed"  # the second test image's first caption

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import math
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -167,11 +168,12 @@ def _shown(value: Any) -> str:
     return r if len(r) <= 60 else r[:57] + "..."
 
 
-def validate_records(path: Path, records: Any, model: Any, what: str, label: str = "record") -> list[Any]:
+def validate_records(path: Path, records: Any, model: Any, what: str, label: str = "record",
+                     numbers: Sequence[int] | None = None) -> list[Any]:
     """``records`` (a parsed JSON list) as a list of ``model``; the first bad one → one-line UserError.
 
-    The message names the file, ``label`` and index of the record, the field path (``sentences.0.raw``)
-    and what was found.
+    The message names the file, ``label`` and number of the record (``numbers[i]`` when the records are
+    a selection of the file's), the field path (``sentences.0.raw``) and what was found.
     """
     if not isinstance(records, list):
         raise UserError(f"{path}: expected a JSON list of records, found a JSON {type(records).__name__}; "
@@ -182,6 +184,8 @@ def validate_records(path: Path, records: Any, model: Any, what: str, label: str
         err = exc.errors(include_url=False)[0]
         loc = list(err["loc"])
         i = loc.pop(0) if loc and isinstance(loc[0], int) else "?"
+        if numbers is not None and isinstance(i, int):
+            i = numbers[i]
         # Union members add their type name to the path ("str", "function-plain[...]"): keep field names.
         parts = [str(p) for p in loc if isinstance(p, int) or not re.match(r"^[a-z_-]+\[|^(str|int|none)$", str(p))]
         field = ".".join(parts)
