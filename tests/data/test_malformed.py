@@ -111,11 +111,12 @@ def genecis(root: Path, task: str) -> tuple[list[Path], Callable[[], Any]]:
     return [ann], lambda: read_genecis(root, task)
 
 
-def pairs(root: Path) -> tuple[list[Path], Callable[[], Any]]:
+def pairs(root: Path, kind: str) -> tuple[list[Path], Callable[[], Any]]:
     png(root / "img" / "a.png")
     png(root / "img" / "b.png")
-    f = root / "pairs.jsonl"
-    f.write_text('{"image": "img/a.png", "caption": "red"}\n{"image": "img/b.png", "caption": "blue"}\n')
+    f = root / f"pairs.{kind}"
+    f.write_text('{"image": "img/a.png", "caption": "red"}\n{"image": "img/b.png", "caption": "blue"}\n'
+                 if kind == "jsonl" else "image,caption\nimg/a.png,red\nimg/b.png,blue\n")
     return [f], lambda: read_pairs(f)
 
 
@@ -124,7 +125,8 @@ FIXTURES = {
     "cuhk-pedes": lambda r: irra(r, "cuhk-pedes"), "icfg-pedes": lambda r: irra(r, "icfg-pedes"),
     "rstpreid": lambda r: irra(r, "rstpreid"), "cirr": cirr, "fashioniq": fashioniq, "circo": circo,
     "genecis-attribute": lambda r: genecis(r, "change_attribute"),
-    "genecis-object": lambda r: genecis(r, "focus_object"), "pairs": pairs,
+    "genecis-object": lambda r: genecis(r, "focus_object"), "pairs-jsonl": lambda r: pairs(r, "jsonl"),
+    "pairs-csv": lambda r: pairs(r, "csv"),
 }
 
 
@@ -158,6 +160,12 @@ def variants(path: Path) -> Iterator[tuple[str, bytes]]:
     yield "invalid UTF-8", raw[:5] + b"\xff\xfe" + raw[5:]
     yield "truncated", raw[: len(raw) // 2]
     yield "empty file", b""
+    if path.suffix == ".csv":
+        rows = raw.decode().splitlines()
+        for i in range(len(rows)):
+            for cells in ("", "img/a.png", "img/a.png,", ",red", "img/a.png,red,extra", '"img/a.png,red'):
+                yield f"row {i} = {cells!r}", "\n".join([*rows[:i], cells, *rows[i + 1:]]).encode()
+        return
     if path.suffix == ".jsonl":
         lines = raw.decode().splitlines()
         docs = [json.loads(x) for x in lines]

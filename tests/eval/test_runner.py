@@ -320,3 +320,38 @@ def test_evaluate_tbpr_on_synthetic_cuhk_pedes(tmp_path, tiny_encoder, tiny_mode
     assert set(res.metrics) == {"R@1", "R@5", "R@10", "mAP", "mINP"}
     assert res.metrics == pytest.approx({k: round(v, 4) for k, v in expected.items()}, abs=1e-3)
     assert json.loads(res.path.read_text())["counts"]["images"] == len(ds.image_paths)
+
+
+def clip_benchmark_recall(scores: np.ndarray, owner: list[int], k: int) -> tuple[float, float]:
+    """CLIP_benchmark zeroshot_retrieval.recall_at_k, by hand (in %): text→image = share of captions whose
+    image is in their top-k; image→text = share of images with ANY of their captions in their top-k."""
+    pos = np.zeros(scores.shape, dtype=bool)
+    pos[np.arange(len(owner)), owner] = True
+    top_t = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    t2i = np.mean([pos[i, top_t[i]].any() for i in range(len(owner))])
+    top_i = np.argsort(-scores.T, axis=1, kind="stable")[:, :k]
+    i2t = np.mean([pos.T[j, top_i[j]].any() for j in range(scores.shape[1])])
+    return 100 * float(t2i), 100 * float(i2t)
+
+
+def test_every_caption_is_a_query_as_in_clip_benchmark(flickr, tiny_encoder, tiny_model_dir, tmp_path):
+    """Issue 15.9: images with 6 and 7 captions give 6 and 7 queries (no cap at 5); counts.queries says so."""
+    ann = flickr / "dataset_flickr30k.json"
+    doc = json.loads(ann.read_text())
+    for img, extra in ((doc["images"][0], ["a dog in red", "two cats"]), (doc["images"][1], ["a tree"])):
+        img["sentences"] += [{"tokens": t.split(), "raw": t, "imgid": img["imgid"], "sentid": 900 + n}
+                             for n, t in enumerate(extra)]
+    ann.write_text(json.dumps(doc))
+    res = evaluate(EvalSpec(dataset="flickr30k", root=flickr, model=str(tiny_model_dir), results_dir=tmp_path,
+                            progress=False), enc=tiny_encoder)
+    saved = json.loads(res.path.read_text())
+    assert saved["counts"] == {"images": 6, "queries": 33}  # 30 + 3 (before: 30)
+    texts = [s["raw"] for e in doc["images"] if e["split"] == "test" for s in e["sentences"]]
+    owner = [i for i, e in enumerate(x for x in doc["images"] if x["split"] == "test") for _ in e["sentences"]]
+    g = tiny_encoder.encode_images([Image.open(flickr / "flickr30k-images" / e["filename"]).convert("RGB")
+                                    for e in doc["images"] if e["split"] == "test"])
+    scores = tiny_encoder.encode_texts(texts) @ g.T
+    for k in (1, 5):
+        t2i, i2t = clip_benchmark_recall(scores, owner, k)
+        assert saved["metrics"][f"t2i_R@{k}"] == pytest.approx(t2i, abs=1e-3)
+        assert saved["metrics"][f"i2t_R@{k}"] == pytest.approx(i2t, abs=1e-3)

@@ -33,14 +33,21 @@ def _id(v: Any) -> int:
     raise ValueError("expected a non-negative integer id")
 
 
-def _text(v: Any) -> str:
-    """A JSON string that is valid Unicode (a lone surrogate such as "\\ud800" cannot be tokenised)."""
-    if not isinstance(v, str):
-        raise ValueError("expected a string")
+def is_unicode(v: str) -> bool:
+    """False for a string holding a lone surrogate (JSON "\\ud800"), which no tokenizer can encode."""
     try:
         v.encode("utf-8")
     except UnicodeEncodeError:
-        raise ValueError("not valid Unicode (lone surrogate escape)") from None
+        return False
+    return True
+
+
+def _text(v: Any) -> str:
+    """A JSON string that is valid Unicode."""
+    if not isinstance(v, str):
+        raise ValueError("expected a string")
+    if not is_unicode(v):
+        raise ValueError("not valid Unicode (lone surrogate escape)")
     return v
 
 

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from calibclip.data.common import check_images, find_file, load_json, need_split, pick_base
-from calibclip.data.schema import KarpathyImage, validate_records
+from calibclip.data.schema import KarpathyImage, is_unicode, validate_records
 from calibclip.data.types import RetrievalSet
 from calibclip.errors import UserError
 
@@ -102,9 +102,9 @@ def read_pairs(path: str | Path) -> RetrievalSet:
     paths, texts, text_image = [], [], []
     for n, r in enumerate(rows, 1):
         for k in (ik, tk):
-            if not isinstance(r.get(k), str) or not r[k].strip():
+            if not isinstance(r.get(k), str) or not r[k].strip() or not is_unicode(r[k]):
                 found = "nothing" if r.get(k) is None else repr(r[k])[:60]
-                raise UserError(f"{path}: row {n} field '{k}' must be a non-empty string (found {found}).")
+                raise UserError(f"{path}: row {n} field '{k}' must be a non-empty Unicode string (found {found}).")
         img, cap = r[ik].strip(), r[tk].strip()
         if img not in index:
             index[img] = len(paths)
