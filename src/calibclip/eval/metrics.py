@@ -183,7 +183,7 @@ def ap_inp_from_ranks(ranks: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray,
 
 def tir_metrics(sims: Scores, text_image: Ints, ks: Sequence[int] = (1, 5, 10), i2t: bool = True
                 ) -> dict[str, float]:
-    """Text↔image retrieval (Flickr30K / COCO Karpathy protocol, 5 captions per image).
+    """Text↔image retrieval (Flickr30K / COCO Karpathy protocol: every caption is a query, 5–7 per image).
 
     ``sims``: (n_texts, n_images) similarity; ``text_image[t]`` is the gallery index of text t's image.
     t2i R@K: the caption's image is in the top K. i2t R@K: any of the image's captions is in the top K,
