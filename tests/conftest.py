@@ -35,3 +35,19 @@ def phi_path(tmp_path, tiny_encoder):
 
     torch.manual_seed(0)
     return save_phi(build_phi("lincir", tiny_encoder.dim, tiny_encoder.token_dim), tmp_path / "phi.pt")
+
+
+def available_devices() -> list:
+    """``cpu`` always; ``cuda`` as a ``cuda``-marked parameter, skipped where no GPU is present.
+
+    ``pytest -m cuda`` (what scripts/device_check.sh runs) selects exactly the GPU half.
+    """
+    gpu = pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(),
+                                                                            reason="no CUDA device")])
+    return ["cpu", gpu]
+
+
+def pytest_generate_tests(metafunc):
+    """A test that takes ``device`` runs once per device of ``available_devices``."""
+    if "device" in metafunc.fixturenames:
+        metafunc.parametrize("device", available_devices())

@@ -215,6 +215,7 @@ def test_train_cli_naive_concat_reports_bad_rows(tiny_model_dir, triplets, tmp_p
     assert r.exit_code == 2 and "CUDA" in r.output
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="mixed precision is CUDA-only")
 def test_amp_training_on_cuda_learns_and_resumes_exactly(tiny_model_dir, triplets, tmp_path):
     enc = calibclip.load(str(tiny_model_dir), device="cuda")

@@ -41,6 +41,10 @@ def eval_cmd(
                                       "orders) or pic2word (\"a photo of * , {}\", FashionIQ one order)."),
     batch_size: int = typer.Option(64, "--batch-size", min=1),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1 ..."),
+    precision: str = typer.Option("auto", "--precision", help="fp32, fp16, bf16 (autocast), fp16-weights (weights "
+                                  "rounded to fp16, fp32 compute) or auto: on CUDA the benchmark's official one "
+                                  "(Flickr30K/MSCOCO fp16 autocast as CLIP_benchmark; CIRR/FashionIQ/CIRCO "
+                                  "fp16-weights as the RTD/LinCIR scripts; GeneCIS, TBPR fp32), fp32 on CPU."),
     results_dir: Path = typer.Option(Path("results"), "--results-dir", help="Where the result JSON files go."),
     cache_dir: Path = typer.Option(None, "--cache-dir",
                                    help="Gallery feature cache (default ~/.cache/calibclip/eval)."),
@@ -63,7 +67,8 @@ def eval_cmd(
         raise UserError("the rtd configuration needs --rtd CKPT.")
     spec = EvalSpec(dataset=dataset, root=root, model=model, mode=modes[0], split=split, calib_config=calib_config,
                     phi=phi, rtd=rtd, prompt=prompt, prompt_preset=prompt_preset, batch_size=batch_size, device=device,
-                    cache_dir=None if no_cache else (cache_dir or default_cache_dir()), results_dir=results_dir,
+                    precision=precision, cache_dir=None if no_cache else (cache_dir or default_cache_dir()),
+                    results_dir=results_dir,
                     submission=submission, progress=not quiet)
     results = evaluate_many(spec, modes) if len(modes) > 1 else [evaluate(spec)]
     console.print(results_table(results))

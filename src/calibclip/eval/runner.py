@@ -26,7 +26,9 @@ from calibclip.data import ComposedSet, RetrievalSet, canonical, fingerprint, re
 from calibclip.data import DATASETS
 from calibclip.errors import UserError
 from calibclip.eval import metrics as M
+from calibclip.eval.precision import precision_context, resolve_precision
 from calibclip.eval.scoring import FeatureSims, similarity_source
+from calibclip.oom import Halving, concat
 
 MODES = ("base", "calib", "rtd")
 SUBMISSION_TOP = 50  # CIRR recall and CIRCO submissions: top-50 names per query
@@ -49,6 +51,7 @@ class EvalSpec:
     prompt_preset: str | None = None  # cir.prompts.PRESETS name: rtd, searle, lincir, pic2word
     batch_size: int = 64
     device: str = "auto"
+    precision: str = "auto"  # fp32 | fp16 | bf16 | fp16-weights; auto = the benchmark's official (eval/precision.py)
     cache_dir: Path | None = None  # None: no feature cache
     results_dir: Path | None = Path("results")
     submission: Path | None = None
@@ -171,23 +174,33 @@ def _to_np(x: Any) -> np.ndarray:
     return (x.detach().float().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, np.float32))
 
 
+def _joined(chunks: dict[str, list[Any]]) -> dict[str, np.ndarray]:
+    """Per-batch results (kept on the device: no per-batch host sync) joined and copied to the host once."""
+    return {k: _to_np(concat(v)) for k, v in chunks.items()}
+
+
+def _notice(progress: bool):
+    return tqdm.write if progress else None
+
+
 def encode_gallery(enc: Any, paths: list[Path], batch_size: int, progress: bool, desc: str,
                    boxes: list[Any] | None = None) -> dict[str, np.ndarray]:
     """Feature sets ("plain", plus "cve" with calibration) of every gallery image, decoded in threads.
 
     ``boxes``: per image an instance box to crop (GeneCIS attribute tasks) or None.
     """
-    out: dict[str, list[np.ndarray]] = {}
+    out: dict[str, list[Any]] = {}
     items = list(zip(paths, boxes if boxes is not None else [None] * len(paths)))
+    halving = Halving("gallery batch", _notice(progress))
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool, \
             tqdm(total=len(paths), desc=desc, unit="img", disable=not progress, leave=False) as bar:
         for a, b in _batches(len(paths), batch_size):
             images = list(pool.map(_open_cropped, items[a:b]))
-            feats = image_feature_sets(enc, enc.preprocess(images), enc.calibration)
+            feats = halving(lambda ims: image_feature_sets(enc, enc.preprocess(ims), enc.calibration), images)
             for k, v in feats.items():
-                out.setdefault(k, []).append(_to_np(v))
+                out.setdefault(k, []).append(v)
             bar.update(b - a)
-    return {k: np.concatenate(v) for k, v in out.items()}
+    return _joined(out)
 
 
 class FeatureCache:
@@ -237,11 +250,12 @@ def gallery_features(enc: Any, paths: list[Path], key: str, cache: FeatureCache,
 
 def encode_texts(enc: Any, texts: list[str], batch_size: int, progress: bool) -> dict[str, np.ndarray]:
     """Query feature sets ("plain", plus "dcc" with calibration) for a list of texts."""
-    out: dict[str, list[np.ndarray]] = {}
+    out: dict[str, list[Any]] = {}
+    halving = Halving("query batch", _notice(progress))
     for a, b in tqdm(list(_batches(len(texts), batch_size)), desc="queries", disable=not progress, leave=False):
-        for k, v in text_feature_sets(enc, texts[a:b], enc.calibration).items():
-            out.setdefault(k, []).append(_to_np(v))
-    return {k: np.concatenate(v) for k, v in out.items()}
+        for k, v in halving(lambda ts: text_feature_sets(enc, ts, enc.calibration), texts[a:b]).items():
+            out.setdefault(k, []).append(v)
+    return _joined(out)
 
 
 def encode_composed_queries(enc: Any, ds: ComposedSet, phi: Any, prompt: str, batch_size: int, progress: bool,
@@ -255,6 +269,14 @@ def encode_composed_queries(enc: Any, ds: ComposedSet, phi: Any, prompt: str, ba
 
     out: dict[str, list[np.ndarray]] = {}
     qs = ds.queries
+    halving = Halving("query batch", _notice(progress))
+
+    def run(pairs: list[tuple[Any, Any]]) -> dict[str, np.ndarray]:
+        images, caps = [p[0] for p in pairs], [p[1] for p in pairs]
+        if ds.name == "fashioniq":
+            return cir.fashioniq_feature_set(enc, images, caps, phi, prompt, batch_size, mode=fashioniq)
+        return cir.composed_feature_set(enc, images, caps, phi, prompt, batch_size)
+
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
         for a, b in tqdm(list(_batches(len(qs), batch_size)), desc="composed queries", disable=not progress,
                          leave=False):
@@ -262,11 +284,9 @@ def encode_composed_queries(enc: Any, ds: ComposedSet, phi: Any, prompt: str, ba
             images = list(pool.map(_open_cropped, [(q.reference_path, q.reference_box) for q in batch]))
             if ds.name == "fashioniq":
                 caps = [(q.captions[0], q.captions[1] if len(q.captions) > 1 else q.captions[0]) for q in batch]
-                feats = cir.fashioniq_feature_set(enc, images, caps, phi, prompt, batch_size, mode=fashioniq)
             else:
-                feats = cir.composed_feature_set(enc, images, [q.captions[0] for q in batch], phi, prompt,
-                                                 batch_size)
-            for k, v in feats.items():
+                caps = [q.captions[0] for q in batch]
+            for k, v in halving(run, list(zip(images, caps))).items():
                 out.setdefault(k, []).append(_to_np(v))
     return {k: np.concatenate(v) for k, v in out.items()}
 
@@ -428,7 +448,9 @@ def evaluate(spec: EvalSpec, enc: Any = None) -> EvalResult:
     if sub_path is not None and name not in ("cirr", "circo"):
         raise UserError(f"--submission: {name} has no test server format; use it with cirr or circo.")
     cache = FeatureCache(spec.cache_dir)
-    model_key = f"{slug(spec.model)}-{model_fingerprint(spec.model)}"
+    precision = resolve_precision(spec.precision, name, getattr(enc, "device", "cpu"))
+    # fp32 keeps the cache key it always had; other precisions give other features, so other files
+    model_key = f"{slug(spec.model)}-{model_fingerprint(spec.model)}" + ("" if precision == "fp32" else f"-{precision}")
     timing = {"gallery_s": 0.0, "queries_s": 0.0, "metrics_s": 0.0}
     per_part: dict[str, dict[str, float]] = {}
     notes: list[str] = []
@@ -439,15 +461,16 @@ def evaluate(spec: EvalSpec, enc: Any = None) -> EvalResult:
         pname = (part.category if isinstance(part, ComposedSet) else None) or "all"
         t0 = time.perf_counter()
         key = f"{name}-{split}-{pname}-{model_key}-{data_fp}"
-        g, cached = gallery_features(enc, part.image_paths, key, cache, spec.batch_size, spec.progress,
-                                     getattr(part, "boxes", None))
-        cached_all &= cached
-        t1 = time.perf_counter()
-        if isinstance(part, RetrievalSet):
-            q = encode_texts(enc, part.texts, max(spec.batch_size, 64), spec.progress)
-        else:
-            q = encode_composed_queries(enc, part, phi, proto.prompt, spec.batch_size, spec.progress,
-                                        proto.fashioniq)
+        with precision_context(enc, precision):
+            g, cached = gallery_features(enc, part.image_paths, key, cache, spec.batch_size, spec.progress,
+                                         getattr(part, "boxes", None))
+            cached_all &= cached
+            t1 = time.perf_counter()
+            if isinstance(part, RetrievalSet):
+                q = encode_texts(enc, part.texts, max(spec.batch_size, 64), spec.progress)
+            else:
+                q = encode_composed_queries(enc, part, phi, proto.prompt, spec.batch_size, spec.progress,
+                                            proto.fashioniq)
         t2 = time.perf_counter()
         per_part[pname], src = _part_metrics(part, q, g, calib, notes)
         if sub_path is not None and isinstance(part, ComposedSet):
@@ -472,7 +495,7 @@ def evaluate(spec: EvalSpec, enc: Any = None) -> EvalResult:
     settings = {"mode": spec.mode, "calibration": _calib_dict(calib), "phi": str(spec.phi) if spec.phi else None,
                 "rtd": str(spec.rtd) if spec.rtd else None,
                 **(proto.settings() if proto is not None else {"prompt": None}),
-                "batch_size": spec.batch_size, "device": str(getattr(enc, "device", spec.device)),
+                "batch_size": spec.batch_size, "precision": precision, "device": str(getattr(enc, "device", spec.device)),
                 "root": str(spec.root), "gallery_cached": cached_all, "tie_rule": "stable by gallery index"}
     result = EvalResult(dataset=name, split=split, model=spec.model, config=config_label(spec, calib),
                         metrics={k: round(float(v), 4) for k, v in metrics.items()}, settings=settings,

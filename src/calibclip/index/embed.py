@@ -22,6 +22,7 @@ from calibclip.backends.base import Encoder
 from calibclip.calib.features import image_feature_sets
 from calibclip.images import BadImage, decode_image, iter_image_files
 from calibclip.index.store import EmbeddingStore, FileStat
+from calibclip.oom import Halving
 
 log = logging.getLogger("calibclip.index")
 
@@ -112,10 +113,13 @@ def embed_into(store: EmbeddingStore, encoder: Encoder, todo: Sequence[FileStat]
     """Embed ``todo`` into ``store`` batch by batch; returns (added, failures)."""
     if not todo:
         return 0, []
+    cuda = encoder.device.type == "cuda"
+    # pinned host batches let the copy to the GPU overlap with the previous batch's forward pass
     loader = DataLoader(_DecodeDataset(todo, encoder), batch_size=batch_size, num_workers=num_workers,
                         collate_fn=_collate, worker_init_fn=_worker_init if num_workers else None,
-                        persistent_workers=False, prefetch_factor=4 if num_workers else None)
+                        persistent_workers=False, prefetch_factor=4 if num_workers else None, pin_memory=cuda)
     added, failures = 0, []
+    halving = Halving("batch of images", tqdm.write if progress else log.warning)
     bar = tqdm(total=len(todo), unit="img", desc="indexing", disable=not progress, dynamic_ncols=True)
     try:
         for idx, pixels, sha1s, bad in loader:
@@ -128,7 +132,9 @@ def embed_into(store: EmbeddingStore, encoder: Encoder, todo: Sequence[FileStat]
             if bad:
                 store.add_failures([(todo[i], reason) for i, reason in bad])
             if idx:
-                feats = {k: v.float().cpu().numpy() for k, v in image_feature_sets(encoder, pixels, encoder.calibration).items()}
+                pixels = pixels.to(encoder.device, non_blocking=cuda)
+                sets = halving(lambda px: image_feature_sets(encoder, px, encoder.calibration), pixels)
+                feats = {k: v.float().cpu().numpy() for k, v in sets.items()}  # one copy per batch: the store commits it
                 store.add_batch([todo[i] for i in idx], sha1s, feats, dtype=dtype)
                 added += len(idx)
             bar.update(len(idx) + len(bad))
