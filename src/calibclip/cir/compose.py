@@ -148,8 +148,9 @@ def encode_composed(enc: Any, images: Sequence[Image.Image], texts: Sequence[str
     with torch.inference_mode():
         for a in range(0, len(texts), batch_size):
             s = pseudo_tokens(enc, phi, reference_embeds(enc, enc.preprocess(images[a:a + batch_size])))
-            chunks.append(l2n(composed_text_embeds(enc, s, texts[a:a + batch_size], prompt)).cpu().numpy())
-    return np.concatenate(chunks) if chunks else np.zeros((0, enc.dim), np.float32)
+            chunks.append(l2n(composed_text_embeds(enc, s, texts[a:a + batch_size], prompt)))
+    # one host copy at the end: a per-batch .cpu() would stall the GPU queue every batch
+    return torch.cat(chunks).float().cpu().numpy() if chunks else np.zeros((0, enc.dim), np.float32)
 
 
 def composed_feature_set(enc: Any, images: Sequence[Image.Image], texts: Sequence[str] | str,
@@ -179,12 +180,12 @@ def composed_feature_set(enc: Any, images: Sequence[Image.Image], texts: Sequenc
                 plain = feats["plain"]
             else:
                 plain = l2n(composed_text_embeds(enc, pseudo_tokens(enc, phi, e), batch, prompt))
-            plains.append(plain.float().cpu().numpy())
-            dccs.append(feats["dcc"].float().cpu().numpy())
+            plains.append(plain)
+            dccs.append(feats["dcc"])
     if not plains:
         empty = np.zeros((0, enc.dim), np.float32)
         return {"plain": empty, "dcc": empty.copy()}
-    return {"plain": np.concatenate(plains), "dcc": np.concatenate(dccs)}
+    return {"plain": torch.cat(plains).float().cpu().numpy(), "dcc": torch.cat(dccs).float().cpu().numpy()}
 
 
 # ---------------------------------------------------------------------------------------------- FashionIQ

@@ -27,7 +27,7 @@ def train_phi_cmd(
     tagger: str = typer.Option("auto", "--tagger",
                                help="POS tagger of the keyword masking: auto (spaCy en_core_web_sm if installed, "
                                     "else rules), spacy, rules."),
-    device: str = typer.Option("auto", "--device"),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1 ..."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Train φ the LinCIR way, from captions only (text tower frozen); writes OUT and OUT.train.pt."""

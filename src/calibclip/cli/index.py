@@ -86,7 +86,7 @@ def search_cmd(
     calib: bool = typer.Option(False, "--calib", help="CalibCLIP: DCC query + discriminative re-ranking."),
     calib_config: Path = typer.Option(None, "--calib-config", help="TOML file with CalibConfig fields."),
     reencode: bool = typer.Option(False, "--reencode", help="Re-embed the gallery if its calibration differs."),
-    device: str = typer.Option("auto", "--device"),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1 ..."),
     nprobe: int = typer.Option(None, "--nprobe", min=1, help="Approximate indexes: IVF lists scanned / HNSW "
                                "efSearch (higher = slower, more accurate); default as built."),
 ) -> None:

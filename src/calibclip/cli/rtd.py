@@ -53,7 +53,7 @@ def _load_phi(path: Path, enc: Any) -> Any:
                         "use --naive-concat to train without φ.") from None
     phi = load_phi(path)
     phi = phi.to(enc.device).eval()
-    with torch.no_grad():
+    with torch.inference_mode():
         out = phi(torch.zeros(2, enc.dim, device=enc.device, dtype=next(phi.parameters()).dtype))
     if tuple(out.shape) != (2, enc.token_dim):
         raise UserError(f"--phi {path}: maps {enc.dim} → {tuple(out.shape)[-1]} but model '{enc.name}' needs "
@@ -85,7 +85,7 @@ def train_cmd(
     no_refined_batch: bool = typer.Option(False, "--no-refined-batch", help="Ablation: only q_i/k_i pairs."),
     naive_concat: bool = typer.Option(False, "--naive-concat",
                                       help="Ablation: 'a photo of {T_r} that {T_c}' as text, no φ."),
-    device: str = typer.Option("auto", "--device"),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1 ..."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Fine-tune the text encoder with RTD (AdamW, constant lr); writes OUT, OUT.train.pt, OUT.loss.png."""

@@ -179,6 +179,14 @@ def _joined(chunks: dict[str, list[Any]]) -> dict[str, np.ndarray]:
     return {k: _to_np(concat(v)) for k, v in chunks.items()}
 
 
+def _pixels(enc: Any, images: list[Any]) -> torch.Tensor:
+    """Preprocessed batch on the encoder's device; on CUDA through pinned memory so the copy is asynchronous."""
+    px = enc.preprocess(images)
+    if getattr(enc, "device", torch.device("cpu")).type == "cuda":
+        px = px.pin_memory().to(enc.device, non_blocking=True)
+    return px
+
+
 def _notice(progress: bool):
     return tqdm.write if progress else None
 
@@ -196,7 +204,7 @@ def encode_gallery(enc: Any, paths: list[Path], batch_size: int, progress: bool,
             tqdm(total=len(paths), desc=desc, unit="img", disable=not progress, leave=False) as bar:
         for a, b in _batches(len(paths), batch_size):
             images = list(pool.map(_open_cropped, items[a:b]))
-            feats = halving(lambda ims: image_feature_sets(enc, enc.preprocess(ims), enc.calibration), images)
+            feats = halving(lambda ims: image_feature_sets(enc, _pixels(enc, ims), enc.calibration), images)
             for k, v in feats.items():
                 out.setdefault(k, []).append(v)
             bar.update(b - a)
