@@ -125,3 +125,23 @@ def test_device_index_checked(monkeypatch):
     assert pick_device("cuda:1") == "cuda:1"
     with pytest.raises(UserError, match=r"--device cuda:2: this machine has 2 CUDA device\(s\)"):
         pick_device("cuda:2")
+
+
+def test_eval_precision_auto_per_device(enc, device, tmp_path):
+    """auto = fp32 on CPU; on CUDA Flickr30K runs CLIP_benchmark's fp16 autocast, with the same recalls here."""
+    import sys
+    from pathlib import Path
+
+    from calibclip.eval.runner import EvalSpec, evaluate
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "eval"))
+    from test_runner import write_flickr
+
+    root = write_flickr(tmp_path / "flickr30k")
+    spec = dict(dataset="flickr30k", root=root, model="tiny", batch_size=4, results_dir=None, progress=False)
+    auto = evaluate(EvalSpec(**spec), enc=enc)
+    full = evaluate(EvalSpec(**spec, precision="fp32"), enc=enc)
+    assert auto.settings["precision"] == ("fp16" if device == "cuda" else "fp32")
+    # 6 images: R@10 is 100 at any precision; R@1 may move by a near tie at most (1 of 30 captions = 3.33)
+    assert auto.metrics["t2i_R@10"] == full.metrics["t2i_R@10"] == 100.0
+    assert abs(auto.metrics["t2i_R@1"] - full.metrics["t2i_R@1"]) <= 3.34
