@@ -513,12 +513,16 @@ def part_ann(sz: Sizes, device: torch.device, dim: int = 512) -> dict[str, Any]:
             "ratio": ratio(t_ours, t_exact, throughput=True), "recall@10": recall_at_k(found["ann"], found["exact"], k)}
 
 
-def run_cuda_tests(timeout: int) -> dict[str, Any]:
+def run_cuda_tests(device: torch.device, timeout: int) -> dict[str, Any]:
+    """``pytest -m cuda`` in a subprocess, on ``device`` (made the only visible GPU, so "cuda" means it)."""
     try:
         import pytest  # noqa: F401
     except ImportError:
         return {"skipped": "pytest is not installed"}
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    if device.index is not None:  # index into what this process sees, which may itself be a subset
+        visible = [v for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+        env["CUDA_VISIBLE_DEVICES"] = visible[device.index] if device.index < len(visible) else str(device.index)
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider",
                            str(ROOT / "tests")], capture_output=True, text=True, cwd=ROOT, env=env, timeout=timeout)
@@ -574,12 +578,27 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(f"| – | IVF-PQ {an['vectors']} vectors q/s (recall@10) | {an['ivfpq_qps']:.0f} "
                      f"({an['recall@10']:.3f}) | {_f(an['ratio'])} | |")
     tests = report.get("cuda_tests", {})
-    lines += ["", f"cuda tests: {tests.get('summary') or tests.get('skipped', '–')}"]
+    lines += ["", f"cuda tests: {tests.get('summary') or tests.get('skipped', '–')}", ""]
+    for what, met in report.get("targets", {}).items():
+        lines.append(f"- target {what}: {'met' if met else 'not met' if met is False else 'not measured'}")
     for what, why in report["skipped"].items():
         lines.append(f"- skipped {what}: {why}")
     for what, err in report["failed"].items():
         lines.append(f"- FAILED {what}: {err.splitlines()[-1] if err else ''}")
     return "\n".join(lines) + "\n"
+
+
+def targets(report: dict[str, Any]) -> dict[str, bool | None]:
+    """The issue's targets per model: met (True/False), or None where the figure is missing (skipped/failed)."""
+    out: dict[str, bool | None] = {}
+    for name, parts in report["models"].items():
+        ix = parts.get("indexing", {}).get("ratio")
+        cc = parts.get("calib", {}).get("image_overhead")
+        fp16 = parts.get("rtd", {}).get("fp16", {}).get("loss_rel_diff_vs_fp32")
+        out[f"{name}: indexing >= 0.9x plain forward"] = None if ix is None else ix >= 0.9
+        out[f"{name}: CalibCLIP image overhead <= 1.15x"] = None if cc is None else cc <= 1.15
+        out[f"{name}: RTD fp16 loss within 2% of fp32"] = None if fp16 is None else fp16 <= 0.02
+    return out
 
 
 def environment(device: torch.device) -> dict[str, Any]:
@@ -635,7 +654,7 @@ def main(argv: list[str] | None = None) -> int:
         return out
 
     if not args.no_tests and device.type == "cuda":
-        report["cuda_tests"] = attempt("cuda tests", lambda: run_cuda_tests(args.test_timeout))
+        report["cuda_tests"] = attempt("cuda tests", lambda: run_cuda_tests(device, args.test_timeout))
         if report["cuda_tests"].get("exit_code") not in (0, None):
             report["failed"]["cuda tests"] = report["cuda_tests"].get("summary", "")
     elif not args.no_tests:
@@ -662,6 +681,7 @@ def main(argv: list[str] | None = None) -> int:
                 torch.cuda.empty_cache()
     report["eval"] = attempt("calibrated eval", lambda: part_eval(dim, sz, device))
     report["ann"] = attempt("ivf-pq", lambda: part_ann(sz, device, 64 if args.small else 512))
+    report["targets"] = targets(report)
     report["seconds"] = time.perf_counter() - t_start
     atomic_write_text(args.out / "device_check.json", json.dumps(report, indent=1, default=str) + "\n")
     atomic_write_text(args.out / "device_check.md", markdown(report))
