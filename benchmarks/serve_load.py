@@ -1,19 +1,23 @@
 """Load test of `calibclip serve`: /search/text under concurrent clients vs. calling search in-process.
 
-    python benchmarks/serve_load.py [--duration 30] [--clients 16] [--size base|tiny] [--n 1000]
-                                    [--index IDX] [--threads 1] [--json out.json]
+    python benchmarks/serve_load.py [--duration 30] [--clients 1,8,32] [--size base|tiny] [--n 1000]
+                                    [--index IDX] [--threads 1] [--uploads 16] [--no-text] [--json out.json]
 
 Builds a random CLIP (``--size base``: a ViT-B-sized 12-layer 512-wide text tower, so each query
 costs what a real one does; ``tiny`` measures the HTTP overhead alone) and a synthetic
 collection, unless ``--index`` names an existing index. Then, in one run on this machine:
 
-1. baseline: ``Index.search(query, k)`` called in a loop in this process for ``--duration`` s;
-2. served: ``calibclip serve`` started as a subprocess on 127.0.0.1 (a free port), and
-   ``--clients`` threads each POSTing /search/text over a keep-alive connection for the same time.
+1. baselines in this process for ``--duration`` s each: ``Index.search(query, k)`` one query per
+   call, and ``Index.search([32 queries], k)`` (what the server's micro-batching can reach at best);
+2. served: ``calibclip serve`` started as a subprocess on 127.0.0.1 (a free port); for each
+   ``--clients`` count, that many threads each POST /search/text over a keep-alive connection.
+3. uploads (``--uploads N``, before the text load): N clients POST the same large, highly
+   compressible PNG (7100x5400 = 38 Mpx, ~100 KB) to /search/image at once; the server's resident
+   memory before and its peak (VmHWM from /proc) are printed. This is the memory-exhaustion test.
 
-Prints requests/s, p50/p99 latency of both, the ratio served/direct of throughput, and the number
-of failed requests (any non-200 or wrong-length answer; must be 0). Only loopback traffic. Model
-calls are serialised by the server, so the ideal ratio is ~1.0; the gap is HTTP + JSON overhead.
+Prints requests/s, p50/p99 latency, the ratios served / one-query-per-call (what micro-batching
+buys) and served / 32-queries-per-call (what the HTTP layer costs; ideal ~1.0 under load), and the
+number of failed requests (any non-200 or wrong-length answer; must be 0). Only loopback traffic.
 """
 
 from __future__ import annotations
@@ -65,8 +69,11 @@ def percentiles(lat: list[float]) -> tuple[float, float]:
     return float(np.percentile(a, 50)), float(np.percentile(a, 99))
 
 
-def direct(index_path: Path, duration: float, k: int, threads: int) -> dict:
-    """The baseline: the search function itself, in this process, back to back."""
+def direct(index_path: Path, duration: float, k: int, threads: int, batch: int = 1) -> dict:
+    """A baseline: the search function itself, in this process, back to back, ``batch`` queries a call.
+
+    ``rps`` counts queries answered per second; the latencies are per call.
+    """
     import torch
 
     import calibclip
@@ -77,13 +84,18 @@ def direct(index_path: Path, duration: float, k: int, threads: int) -> dict:
     index.encoder = calibclip.load(index.store.get_info("model"), device="cpu")
     index.search(QUERIES[0], k=k)  # warm-up: matrix, FAISS, first forward
     lat, n = [], 0
-    end = time.perf_counter() + duration
+    t_start = time.perf_counter()
+    end = t_start + duration
     while time.perf_counter() < end:
         t0 = time.perf_counter()
-        index.search(QUERIES[n % len(QUERIES)], k=k)
+        if batch == 1:
+            index.search(QUERIES[n % len(QUERIES)], k=k)
+        else:
+            index.search([QUERIES[(n + i) % len(QUERIES)] for i in range(batch)], k=k)
         lat.append(time.perf_counter() - t0)
-        n += 1
-    return {"requests": n, "rps": n / duration, "failed": 0, "p50_ms": percentiles(lat)[0],
+        n += batch
+    elapsed = time.perf_counter() - t_start
+    return {"requests": n, "rps": n / elapsed, "failed": 0, "p50_ms": percentiles(lat)[0],
             "p99_ms": percentiles(lat)[1]}
 
 
@@ -162,43 +174,121 @@ def served(port: int, duration: float, clients: int, k: int) -> dict:
             "first_failures": failures[:5]}
 
 
+def big_png() -> bytes:
+    """A 7100x5400 (38 Mpx) PNG of ~100 KB: passes a 10 MB / 40 Mpx upload check, costs 115 MB decoded."""
+    import io
+
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGB", (7100, 5400), (30, 90, 160))
+    ImageDraw.Draw(img).ellipse((1000, 800, 6000, 4600), fill=(220, 180, 40))
+    buf = io.BytesIO()
+    img.save(buf, "PNG", optimize=True)
+    return buf.getvalue()
+
+
+def memory_mb(pid: int) -> dict:
+    """Current (VmRSS) and peak (VmHWM) resident memory of ``pid`` in MB, from /proc."""
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in ("VmRSS", "VmHWM"):
+            out[name] = int(value.split()[0]) / 1024
+    return out
+
+
+def uploads(port: int, pid: int, n: int, k: int) -> dict:
+    """``n`` simultaneous POST /search/image of the big PNG; the server's memory before and at peak."""
+    data = big_png()
+    boundary = "calibclipbench"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"k\"\r\n\r\n{k}\r\n"
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"big.png\"\r\n"
+            "Content-Type: image/png\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    before = memory_mb(pid)
+    statuses: list[int] = []
+    start = threading.Barrier(n)
+
+    def client() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+        start.wait()
+        conn.request("POST", "/search/image", body, {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        resp = conn.getresponse()
+        resp.read()
+        statuses.append(resp.status)
+        conn.close()
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=client) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    after = memory_mb(pid)
+    return {"png_bytes": len(data), "pixels": 7100 * 5400, "uploads": n, "seconds": time.perf_counter() - t0,
+            "statuses": sorted(statuses), "rss_before_mb": before["VmRSS"], "peak_rss_mb": after["VmHWM"],
+            "rss_after_mb": after["VmRSS"]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=float, default=30.0, help="seconds per measurement (default 30)")
-    ap.add_argument("--clients", type=int, default=16)
+    ap.add_argument("--clients", default="1,8,32", help="client counts to measure, comma-separated")
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--size", choices=["base", "tiny"], default="base", help="random model's text tower size")
     ap.add_argument("--n", type=int, default=1000, help="synthetic collection size")
     ap.add_argument("--index", type=Path, help="use this existing index (its model must be local)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads for both sides")
+    ap.add_argument("--uploads", type=int, default=16, help="simultaneous 38 Mpx PNG uploads (0: skip)")
+    ap.add_argument("--no-text", action="store_true", help="only the upload memory test")
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
 
+    clients = [int(c) for c in str(args.clients).split(",") if c.strip()]
+    results: dict = {"served": {}}
     with tempfile.TemporaryDirectory(prefix="serve_load-") as tmp:
         index_path = args.index or make_collection(Path(tmp), args.size, args.n, args.threads)
-        base = direct(index_path, args.duration, args.k, args.threads)
+        if not args.no_text:
+            results["direct"] = direct(index_path, args.duration, args.k, args.threads)
+            results["direct32"] = direct(index_path, args.duration, args.k, args.threads, batch=32)
         port = free_port()
         proc = start_server(index_path, port, args.threads)
         try:
-            served(port, min(2.0, args.duration), args.clients, args.k)  # warm-up, not counted
-            srv = served(port, args.duration, args.clients, args.k)
+            if args.uploads:
+                results["uploads"] = uploads(port, proc.pid, args.uploads, args.k)
+            if not args.no_text:
+                served(port, min(2.0, args.duration), max(clients), args.k)  # warm-up, not counted
+                for c in clients:
+                    results["served"][c] = served(port, args.duration, c, args.k)
         finally:
             proc.terminate()
             proc.wait(timeout=30)
 
-    ratio = srv["rps"] / base["rps"] if base["rps"] else float("nan")
-    print(f"\n/search/text, k={args.k}, {args.duration:g} s each, model={args.index or args.size}, "
-          f"torch threads={args.threads}, {os.cpu_count()} CPUs")
-    print(f"{'':28s}{'req/s':>10s}{'p50 ms':>10s}{'p99 ms':>10s}{'failed':>8s}{'requests':>10s}")
-    for name, r in (("direct (in-process, 1 thread)", base), (f"served ({args.clients} clients, HTTP)", srv)):
-        print(f"{name:28s}{r['rps']:10.1f}{r['p50_ms']:10.2f}{r['p99_ms']:10.2f}{r['failed']:8d}{r['requests']:10d}")
-    print(f"served/direct throughput ratio: {ratio:.2f}x  (failed requests: {srv['failed']})")
-    if srv["failed"]:
-        print("first failures:", *srv["first_failures"], sep="\n  ")
+    print(f"\nmodel={args.index or args.size}, torch threads={args.threads}, {os.cpu_count()} CPUs, "
+          f"{len(os.sched_getaffinity(0))} usable")
+    failed = 0
+    if "uploads" in results:
+        u = results["uploads"]
+        print(f"{u['uploads']} simultaneous uploads of a {u['png_bytes'] / 1024:.0f} KB {u['pixels'] / 1e6:.0f} Mpx "
+              f"PNG: server RSS {u['rss_before_mb']:.0f} MB before, peak {u['peak_rss_mb']:.0f} MB, "
+              f"{u['rss_after_mb']:.0f} MB after; {u['seconds']:.1f} s; statuses {sorted(set(u['statuses']))}")
+    if not args.no_text:
+        base, base32 = results["direct"], results["direct32"]
+        print(f"/search/text, k={args.k}, {args.duration:g} s each")
+        print(f"{'':34s}{'req/s':>9s}{'p50 ms':>9s}{'p99 ms':>9s}{'failed':>8s}{'requests':>9s}"
+              f"{'/1-per-call':>12s}{'/32-per-call':>13s}")
+        rows = [("direct, 1 query a call", base), ("direct, 32 queries a call", base32)]
+        rows += [(f"served, {c} client{'s' * (c > 1)} (HTTP)", r) for c, r in results["served"].items()]
+        for name, r in rows:
+            print(f"{name:34s}{r['rps']:9.1f}{r['p50_ms']:9.1f}{r['p99_ms']:9.1f}{r['failed']:8d}{r['requests']:9d}"
+                  f"{r['rps'] / base['rps']:11.2f}x{r['rps'] / base32['rps']:12.2f}x")
+            failed += r["failed"]
+        for r in results["served"].values():
+            if r["failed"]:
+                print("first failures:", *r["first_failures"], sep="\n  ")
+        print("(p50/p99 of the direct rows are per call; 32-query calls answer 32 queries each)")
     if args.json:
-        args.json.write_text(json.dumps({"direct": base, "served": srv, "ratio": ratio, "args": {
-            k: str(v) for k, v in vars(args).items()}}, indent=1))
-    sys.exit(1 if srv["failed"] else 0)
+        args.json.write_text(json.dumps({**results, "args": {k: str(v) for k, v in vars(args).items()}}, indent=1))
+    sys.exit(1 if failed else 0)
 
 
 if __name__ == "__main__":

@@ -139,6 +139,11 @@ def create_app(index_path: str | Path, encoder: Any = None, phi: Any = None, api
         return k
 
     def check_text(text: str, what: str) -> str:
+        # checked here, before batching: a query the tokenizer cannot take must fail alone, as a 422
+        bad = _unencodable(text)
+        if bad is not None:
+            raise ApiError(422, f"{what} has an unpaired surrogate ({bad}); send valid Unicode text",
+                           "invalid_text")
         if len(text) > cfg.max_query_chars:
             raise ApiError(400, f"{what} is {len(text):,} characters; the limit is {cfg.max_query_chars:,}",
                            "query_too_long")
@@ -269,6 +274,15 @@ def create_app(index_path: str | Path, encoder: Any = None, phi: Any = None, api
         return get_swagger_ui_html(openapi_url=url, title="calibclip API")
 
     return app
+
+
+def _unencodable(text: str) -> str | None:
+    """Where ``text`` cannot be encoded as UTF-8 (a lone surrogate such as ``"\\ud800"``), else None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"{text[exc.start]!r} at position {exc.start}"
+    return None
 
 
 def _version() -> str:

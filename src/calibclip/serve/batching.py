@@ -5,7 +5,8 @@ One worker thread takes the first waiting query, then every other query already 
 Searcher lock; each request gets its own top-k cut of the result. Nothing waits for a batch to
 fill: a lone query is answered at once, and batches form only when queries arrive while the
 model is busy, which is exactly when batching pays. Queries with and without calibration go in
-separate batches. Text encoding pads each batch to its longest query under the attention mask,
+separate batches. If a batch fails, each of its queries is retried alone, so one bad query (which
+request validation should already have refused) fails only its own request. Text encoding pads each batch to its longest query under the attention mask,
 so results equal one-by-one search up to float rounding.
 """
 
@@ -94,9 +95,12 @@ class TextBatcher:
 
         try:
             (snap, hits, warns), _ = self.searcher.call(fn, calib=calib, count=len(group))
-        except BaseException as exc:  # the whole group shares the failure (same flag, same index)
-            for p in group:
-                p.future.set_exception(exc)
+        except Exception as exc:
+            if len(group) > 1:  # find the culprit: the other queries must not fail with it
+                for p in group:
+                    self._run([p], calib)
+                return
+            group[0].future.set_exception(exc)
             return
         self.batches += 1
         self.queries += len(group)
