@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from serve_helpers import N_IMAGES, build_index, write_images
+from serve_helpers import BASE_URL, N_IMAGES, build_index, write_images
 
 
 @pytest.fixture(scope="module")
@@ -33,5 +33,5 @@ def client(shared_collection, tiny_encoder):
 
     from calibclip.serve import create_app
 
-    with TestClient(create_app(shared_collection[1], encoder=tiny_encoder)) as c:
+    with TestClient(create_app(shared_collection[1], encoder=tiny_encoder), base_url=BASE_URL) as c:
         yield c

@@ -7,9 +7,6 @@ browser is used). Skipped cleanly when either is missing. Screenshots go to test
 from __future__ import annotations
 
 import shutil
-import socket
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +15,7 @@ from PIL import Image, ImageDraw
 pytest.importorskip("fastapi")
 sync_api = pytest.importorskip("playwright.sync_api")
 
+from serve_helpers import LiveServer as _Server  # noqa: E402
 from serve_helpers import build_index  # noqa: E402
 
 from calibclip.index import Index  # noqa: E402
@@ -44,36 +42,6 @@ def _draw_collection(folder: Path) -> None:
         box = (30 + 4 * i, 20, 130 - 3 * i, 100)
         (draw.ellipse if i % 2 else draw.rectangle)(box, fill=color)
         img.save(folder / f"shape{i:02d}.png")
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class _Server:
-    """uvicorn serving ``app`` on 127.0.0.1 in a background thread."""
-
-    def __init__(self, app) -> None:
-        import uvicorn
-
-        self.port = _free_port()
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> str:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.05)
-        return f"http://127.0.0.1:{self.port}"
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")

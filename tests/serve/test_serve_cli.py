@@ -30,9 +30,13 @@ def captured(monkeypatch, tiny_encoder, tiny_model_dir):
     monkeypatch.setattr(calibclip.cli.common, "load_encoder", fake_load)
 
     def fake_run(app_, host, port, **kw):
-        seen.update(app=app_, host=host, port=port)
+        seen.update(app=app_, host=host, port=port, http=kw.get("http"))
 
     monkeypatch.setattr(uvicorn, "run", fake_run)
+    import calibclip.serve.server
+
+    # port 8000 may be taken on a shared machine; the real check has its own test
+    monkeypatch.setattr(calibclip.serve.server, "check_port_free", lambda host, port: seen.update(checked=port))
     monkeypatch.delenv("CALIBCLIP_API_KEY", raising=False)
     return seen
 
@@ -76,3 +80,32 @@ def test_bad_arguments_are_one_line_errors(tmp_path, shared_collection, captured
     assert res.exit_code == 2, res.output
     assert message in res.output and "Traceback" not in res.output
     assert "app" not in captured
+
+
+def test_taken_port_is_one_line_before_serving(shared_collection, monkeypatch):
+    import socket
+
+    monkeypatch.delenv("CALIBCLIP_API_KEY", raising=False)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        res = CliRunner().invoke(app, ["serve", str(shared_collection[1]), "--device", "cpu", "--port", str(port)])
+    assert res.exit_code == 2, res.output
+    assert f"--port {port}" in res.output and "already in use" in res.output
+    assert "serving" not in res.output and "Traceback" not in res.output and len(res.output.strip().splitlines()) == 1
+
+
+def test_non_ascii_api_key_is_refused_at_start(shared_collection, captured):
+    res = CliRunner().invoke(app, ["serve", str(shared_collection[1]), "--device", "cpu", "--api-key", "clé"])
+    assert res.exit_code == 2, res.output
+    assert "--api-key" in res.output and "ASCII" in res.output and "Traceback" not in res.output
+    assert "app" not in captured and "loaded" not in captured
+
+
+def test_allowed_hosts_follow_the_bind_address(shared_collection, captured):
+    res = CliRunner().invoke(app, ["serve", str(shared_collection[1]), "--device", "cpu",
+                                   "--allowed-host", "photos.lan", "--header-timeout", "3"])
+    assert res.exit_code == 0, res.output
+    assert set(captured["app"].state.config.allowed_hosts) == {"localhost", "127.0.0.1", "::1", "photos.lan"}
+    assert captured["http"].header_timeout == 3.0

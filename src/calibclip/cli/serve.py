@@ -28,21 +28,29 @@ def serve_cmd(
     cors_origin: list[str] = typer.Option(None, "--cors-origin", help="Allow this browser origin (repeatable); "
                                           "CORS is off by default."),
     max_upload_mb: float = typer.Option(10.0, "--max-upload-mb", min=0.01, help="Largest image upload."),
+    allowed_host: list[str] = typer.Option(None, "--allowed-host", help="Also answer requests for this Host "
+                                           "name (repeatable; '*' for any). By default only the --host "
+                                           "address, and this machine's names when binding 0.0.0.0."),
+    header_timeout: float = typer.Option(10.0, "--header-timeout", min=0.1, help="Close a connection whose "
+                                         "request headers take longer than this many seconds."),
 ) -> None:
     """Serve an index over HTTP: search API (docs at /docs) and a search page at /."""
     from calibclip.index.store import EmbeddingStore
 
     try:
-        import uvicorn
-
+        from calibclip.serve import server
         from calibclip.serve.app import create_app
         from calibclip.serve.config import ServeConfig
+        from calibclip.serve.security import default_allowed_hosts
     except ImportError as exc:
         raise UserError(f"calibclip serve needs the serve extra ({exc.name} is missing): "
                         "pip install 'calibclip[serve]'") from None
     if not (index_path / "meta.sqlite").exists():
         raise UserError(f"{index_path}: not a calibclip index; build it with `calibclip index FOLDER --out "
                         f"{index_path}`.")
+    cfg = ServeConfig(api_key=api_key or None, cors_origins=tuple(cors_origin or ()), max_upload_mb=max_upload_mb,
+                      allowed_hosts=(*default_allowed_hosts(host), *(allowed_host or ())))  # checks the key
+    server.check_port_free(host, port)  # before loading anything: a taken port is a one-line error
     for flag, path in (("--phi", phi), ("--rtd", rtd)):
         if path is not None and not path.exists():
             raise UserError(f"{flag} {path}: no such file.")
@@ -60,12 +68,10 @@ def serve_cmd(
         from calibclip.cir import load_phi
 
         loaded_phi = load_phi(phi)
-    cfg = ServeConfig(api_key=api_key or None, cors_origins=tuple(cors_origin or ()), max_upload_mb=max_upload_mb)
     app = create_app(index_path, encoder=enc, phi=loaded_phi, calibration=calibration, config=cfg)
     if host not in LOOPBACK and not cfg.api_key:
         err_console.print(f"[yellow]warning:[/yellow] serving on {host} without an API key: anyone who can reach "
                           "this port can search and view the collection. Set --api-key or CALIBCLIP_API_KEY.")
     console.print(f"serving {index_path} ({app.state.searcher.snapshot.size} images) on http://{host}:{port}"
                   f"{'  (API key required)' if cfg.api_key else ''}")
-    # no access log: request URLs may carry ?api_key=
-    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
+    server.run(app, host, port, header_timeout=header_timeout)

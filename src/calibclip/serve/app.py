@@ -12,12 +12,12 @@ import logging
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import numpy as np
-from fastapi import FastAPI, File, Form, Query, Request, UploadFile
+from fastapi import FastAPI, File, Form, Query, Request, Security, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.security import APIKeyHeader
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
@@ -28,7 +28,8 @@ from calibclip.images import BadImage, decode_image, open_image
 from calibclip.serve.batching import TextBatcher
 from calibclip.serve.config import ServeConfig
 from calibclip.serve.media import ImageRefused, media_type, resolve_image, thumbnail
-from calibclip.serve.security import APIKeyMiddleware, BodyLimitMiddleware, SecurityHeadersMiddleware
+from calibclip.serve.security import (APIKeyMiddleware, BodyLimitMiddleware, HostCheckMiddleware,
+                                     SecurityHeadersMiddleware)
 from calibclip.serve.state import Searcher, Snapshot
 
 log = logging.getLogger("calibclip.serve")
@@ -99,6 +100,7 @@ def create_app(index_path: str | Path, encoder: Any = None, phi: Any = None, api
     cfg = config or ServeConfig()
     if api_key is not None:
         cfg.api_key = api_key
+    cfg.validate()
     index_path = Path(index_path)
     if encoder is None:
         from calibclip.backends.loading import load
@@ -115,14 +117,20 @@ def create_app(index_path: str | Path, encoder: Any = None, phi: Any = None, api
         batcher.close()
         searcher.close()
 
+    # With a key, the schema declares it so the docs page offers "Authorize" (the key stays out of its URL).
+    key_scheme = [Security(APIKeyHeader(name="X-API-Key", auto_error=False))] if cfg.api_key else None
     app = FastAPI(title="calibclip", version=_version(), docs_url=None, redoc_url=None, lifespan=lifespan,
-                  description="Text, image and composed image search over a calibclip index.")
+                  description="Text, image and composed image search over a calibclip index.",
+                  dependencies=key_scheme)
     app.state.searcher = searcher
     app.state.batcher = batcher
     app.state.config = cfg
     _add_middleware(app, cfg)
     _add_error_handlers(app)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    swagger = _swagger_assets()
+    if swagger is not None:
+        app.mount("/docs/assets", StaticFiles(directory=swagger), name="docs-assets")
 
     def hits_json(snap: Snapshot, hits: list) -> list[dict]:
         out = []
@@ -270,8 +278,14 @@ def create_app(index_path: str | Path, encoder: Any = None, phi: Any = None, api
 
     @app.get("/docs", include_in_schema=False)
     def docs() -> HTMLResponse:
-        url = app.openapi_url + (f"?api_key={quote(cfg.api_key)}" if cfg.api_key else "")
-        return get_swagger_ui_html(openapi_url=url, title="calibclip API")
+        """Swagger UI from local assets (works offline); the key is entered in its Authorize dialog."""
+        if swagger is None:
+            raise ApiError(404, "the API docs page needs swagger-ui-bundle: pip install 'calibclip[serve]'",
+                           "docs_unavailable")
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title="calibclip API",
+                                   swagger_js_url="/docs/assets/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs/assets/swagger-ui.css",
+                                   swagger_favicon_url="/docs/assets/favicon-32x32.png")
 
     return app
 
@@ -285,6 +299,15 @@ def _unencodable(text: str) -> str | None:
     return None
 
 
+def _swagger_assets() -> Path | None:
+    """Folder of the Swagger UI files shipped by ``swagger-ui-bundle``, or None when it is missing."""
+    try:
+        from swagger_ui_bundle import swagger_ui_path
+    except ImportError:
+        return None
+    return Path(swagger_ui_path)
+
+
 def _version() -> str:
     from calibclip import __version__
 
@@ -292,7 +315,7 @@ def _version() -> str:
 
 
 def _add_middleware(app: FastAPI, cfg: ServeConfig) -> None:
-    """Innermost first: body limit, API key, then CORS (preflights carry no key), headers outermost."""
+    """Innermost first: body limit, API key, CORS (preflights carry no key), Host check, headers outermost."""
     app.add_middleware(BodyLimitMiddleware, max_bytes=cfg.max_body_bytes)
     if cfg.api_key:
         app.add_middleware(APIKeyMiddleware, api_key=cfg.api_key)
@@ -301,7 +324,7 @@ def _add_middleware(app: FastAPI, cfg: ServeConfig) -> None:
 
         app.add_middleware(CORSMiddleware, allow_origins=list(cfg.cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["X-API-Key", "Content-Type"])
-
+    app.add_middleware(HostCheckMiddleware, allowed=cfg.allowed_hosts)
     app.add_middleware(SecurityHeadersMiddleware)
 
 

@@ -10,11 +10,14 @@ class ServeConfig:
     """Limits and options of ``calibclip serve``.
 
     The defaults are safe for a service on the loopback interface: no CORS, no key, 10 MB
-    uploads, 1,000-character queries, at most 200 results, 40 Mpx uploaded images.
+    uploads, 1,000-character queries, at most 200 results, 40 Mpx uploaded images, only
+    loopback Host names.
     """
 
     api_key: str | None = None
     cors_origins: tuple[str, ...] = ()
+    # Host header names answered (DNS-rebinding protection); "*" answers any. The CLI derives them from --host.
+    allowed_hosts: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
     max_upload_mb: float = 10.0
     max_query_chars: int = 1000
     max_k: int = 200
@@ -26,6 +29,17 @@ class ServeConfig:
     max_batch: int = 32  # text queries that arrive while the model is busy share one forward pass
     # multipart framing and the text fields travel with the file; allow for them on top of the file limit
     form_overhead_bytes: int = 64 * 1024
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise UserError for a setting no request could ever satisfy."""
+        if self.api_key is not None and not self.api_key.isascii():
+            from calibclip.errors import UserError
+
+            raise UserError("--api-key: use ASCII characters only (an HTTP header cannot carry others, so "
+                            "no request could ever match this key)")
 
     @property
     def max_body_bytes(self) -> int:

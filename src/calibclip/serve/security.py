@@ -1,9 +1,10 @@
-"""ASGI middlewares: API key on every data route, and a hard cap on request body size."""
+"""ASGI middlewares: Host check, API key on every data route, and a hard cap on request body size."""
 
 from __future__ import annotations
 
 import hmac
 import json
+import socket
 from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qs
 
@@ -14,9 +15,12 @@ Receive = Callable[[], Awaitable[dict]]
 Send = Callable[[dict], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-# The page shell and its assets hold no data and must load before the user can type the key.
-PUBLIC_PATHS = frozenset({"/", "/favicon.ico"})
-PUBLIC_PREFIXES = ("/static/",)
+# The page shell, the API docs and their assets hold no data and must load before the user can
+# type the key (the docs page takes the key in its "Authorize" dialog, never in its URL).
+PUBLIC_PATHS = frozenset({"/", "/favicon.ico", "/docs", "/openapi.json"})
+PUBLIC_PREFIXES = ("/static/", "/docs/assets/")
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+WILDCARD_BINDS = frozenset({"0.0.0.0", "::", ""})
 
 
 async def send_json(send: Send, status: int, body: dict) -> None:
@@ -34,6 +38,62 @@ def request_key(scope: Scope) -> str | None:
             return value.decode("latin-1")
     qs = parse_qs(scope.get("query_string", b"").decode("latin-1"))
     return qs.get("api_key", [None])[0]
+
+
+def default_allowed_hosts(bind: str) -> tuple[str, ...]:
+    """Host names a server bound to ``bind`` answers to by default (DNS-rebinding protection).
+
+    Loopback → the loopback names; a specific address or name → that one (and loopback); a
+    wildcard bind (0.0.0.0, ::) → loopback plus this machine's host name, FQDN and the addresses
+    they resolve to. Any other name needs ``--allowed-host``.
+    """
+    names = {*LOOPBACK_NAMES}
+    if bind not in WILDCARD_BINDS:
+        names.add(bind.strip("[]").lower())
+        return tuple(sorted(names))
+    for name in {socket.gethostname(), socket.getfqdn()}:
+        names.add(name.lower())
+        try:
+            names.update(info[4][0] for info in socket.getaddrinfo(name, None))
+        except OSError:
+            pass  # a host name that does not resolve: the name itself is still accepted
+    return tuple(sorted(names))
+
+
+def host_of(scope: Scope) -> str | None:
+    """The host name of the request's Host header, lower-case, without port, brackets or final dot."""
+    for name, value in scope.get("headers", []):
+        if name == b"host":
+            host = value.decode("latin-1").strip().lower()
+            if host.startswith("["):  # [::1]:8000
+                host = host[1:].partition("]")[0]
+            elif host.count(":") == 1:
+                host = host.partition(":")[0]
+            return host.rstrip(".")
+    return None
+
+
+class HostCheckMiddleware:
+    """Refuse (400) a request whose Host header is not one of ``allowed`` (``"*"`` allows any).
+
+    Without it, a web page on another site could resolve its own name to 127.0.0.1 (DNS
+    rebinding) and read a keyless local server's images and results from the user's browser.
+    """
+
+    def __init__(self, app: ASGIApp, allowed: tuple[str, ...]) -> None:
+        self.app = app
+        self.allowed = frozenset(h.strip("[]").lower().rstrip(".") for h in allowed)
+        self.any = "*" in self.allowed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket") or self.any:
+            return await self.app(scope, receive, send)
+        host = host_of(scope)
+        if host not in self.allowed:
+            return await send_json(send, 400, {
+                "error": f"Host header {host!r} is not served here; start the server with --allowed-host "
+                         f"{host or 'NAME'} to allow it", "code": "bad_host"})
+        return await self.app(scope, receive, send)
 
 
 class APIKeyMiddleware:
