@@ -36,20 +36,34 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def decode_image(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Decode image bytes into an RGB PIL image, or raise BadImage with a short reason."""
+def decode_image(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXELS,
+                 min_side: int | None = None) -> Image.Image:
+    """Decode image bytes into an RGB PIL image, or raise BadImage with a short reason.
+
+    ``min_side``: decode only as large as needed for the shorter side to stay >= ``min_side``
+    (a JPEG is decoded at 1/2–1/8 scale by the codec, anything else is box-reduced right after
+    decoding), and apply ``max_pixels`` to the pixels actually decoded. Query images use this: a
+    38 Mpx photo costs what a 1 Mpx one does, and the embedding is the same up to resampling.
+    """
     if not data:
         raise BadImage(f"{name}: empty file (0 bytes)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
+            if min_side is not None:
+                scale = min_side / max(1, min(img.size))
+                if scale < 1:
+                    img.draft("RGB", (max(1, round(img.width * scale)), max(1, round(img.height * scale))))
             if img.width * img.height > max_pixels:
                 raise BadImage(f"{name}: {img.width}x{img.height} pixels exceeds the {max_pixels:,} pixel limit "
-                               "(possible decompression bomb); refused")
+                               "(possible decompression bomb); refused" +
+                               ("; send a JPEG or a smaller image" if min_side is not None else ""))
             img.load()
             if getattr(img, "is_animated", False):
                 img.seek(0)  # first frame of an animated GIF/WebP
+            if min_side is not None and min(img.size) >= 2 * min_side:
+                img = _reduced(img, min(img.size) // min_side)
             return to_rgb(img)
     except BadImage:
         raise
@@ -59,6 +73,16 @@ def decode_image(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXEL
         raise BadImage(f"{name}: not an image file PIL can read") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise BadImage(f"{name}: corrupt or truncated image ({exc})") from None
+
+
+def _reduced(img: Image.Image, factor: int) -> Image.Image:
+    """``img`` shrunk by an integer factor (box average), keeping its EXIF for ``to_rgb``."""
+    if img.mode not in ("RGB", "RGBA", "L", "LA"):
+        img = img.convert("RGBA" if img.mode in ("P", "PA") and "transparency" in img.info or img.mode == "PA"
+                          else "RGB")
+    small = img.reduce(factor)
+    small.info = {**img.info, **small.info}  # EXIF orientation must survive the resize
+    return small
 
 
 def open_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:

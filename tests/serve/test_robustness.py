@@ -186,3 +186,86 @@ def test_slow_headers_are_cut_off(shared_collection, tiny_encoder):
                     pass
             elapsed = time.monotonic() - t0
         assert closed and 0.5 < elapsed < 3.0, elapsed
+
+
+# ---- uploads: memory ----------------------------------------------------------------------------
+def _encoded(size: tuple[int, int], fmt: str) -> bytes:
+    import io
+
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGB", size, (30, 90, 160))
+    ImageDraw.Draw(img).ellipse((size[0] // 5, size[1] // 5, size[0] // 2, size[1] // 2), fill=(220, 180, 40))
+    buf = io.BytesIO()
+    img.save(buf, fmt)
+    return buf.getvalue()
+
+
+def test_large_jpeg_upload_is_decoded_downscaled(client, monkeypatch):
+    seen = []
+    original = Index.search_image
+
+    def spy(self, image, k=10):
+        seen.append(image.size)
+        return original(self, image, k=k)
+
+    monkeypatch.setattr(Index, "search_image", spy)
+    data = _encoded((6000, 4000), "JPEG")  # 24 Mpx: decoded at 1/8 scale by the codec
+    resp = client.post("/search/image", files={"image": ("big.jpg", data, "image/jpeg")}, data={"k": "3"})
+    assert resp.status_code == 200, resp.text
+    assert seen == [(750, 500)]
+
+
+def test_decoded_pixel_cap_refuses_a_huge_png(client):
+    data = _encoded((7100, 5400), "PNG")  # 38 Mpx in ~100 KB: a PNG cannot be decoded at a smaller scale
+    assert len(data) < 1_000_000
+    resp = client.post("/search/image", files={"image": ("big.png", data, "image/png")}, data={"k": "3"})
+    assert resp.status_code == 400 and resp.json()["code"] == "bad_image"
+    assert "7100x5400" in resp.json()["error"] and "16,000,000" in resp.json()["error"]
+
+
+def test_downscaled_decode_keeps_orientation_and_short_side():
+    import io
+
+    from PIL import Image
+
+    from calibclip.images import decode_image
+
+    img = Image.new("RGB", (3000, 2000), (200, 10, 10))
+    exif = img.getexif()
+    exif[0x0112] = 6  # rotate 90° on display
+    buf = io.BytesIO()
+    img.save(buf, "PNG", exif=exif)
+    out = decode_image(buf.getvalue(), "x.png", min_side=448)
+    assert out.size == (500, 750) and out.mode == "RGB"  # reduced by 2000 // 448 = 4, then turned upright
+    small = decode_image(_encoded((400, 300), "PNG"), "s.png", min_side=448)
+    assert small.size == (400, 300)  # never upscaled, never reduced below the short side
+
+
+def test_concurrent_decodes_are_bounded(shared_collection, tiny_encoder, monkeypatch):
+    import time
+
+    import calibclip.serve.app as app_module
+
+    active, peak = [0], [0]
+    lock = threading.Lock()
+    original = app_module.decode_image
+
+    def slow_decode(*a, **kw):
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        time.sleep(0.15)
+        try:
+            return original(*a, **kw)
+        finally:
+            with lock:
+                active[0] -= 1
+
+    monkeypatch.setattr(app_module, "decode_image", slow_decode)
+    c = make_client(shared_collection[1], tiny_encoder)
+    data = _encoded((64, 48), "PNG")
+    with ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(lambda _: c.post("/search/image", files={"image": ("a.png", data, "image/png")},
+                                               data={"k": "2"}).status_code, range(8)))
+    assert codes == [200] * 8 and peak[0] == 2

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -159,13 +160,17 @@ def create_app(index_path: str | Path, encoder: Any = None, phi: Any = None, api
             raise ApiError(400, f"{what} is empty; give some words, e.g. \"a red car\"", "empty_query")
         return text
 
+    decode_slots = threading.BoundedSemaphore(cfg.max_decodes)
+
     def read_upload(upload: UploadFile) -> Any:
         limit = int(cfg.max_upload_mb * 1024 * 1024)
         data = upload.file.read(limit + 1)
         if len(data) > limit:
             raise ApiError(413, f"image larger than {cfg.max_upload_mb:g} MB; upload a smaller one", "too_large")
         try:
-            return decode_image(data, upload.filename or "upload", max_pixels=cfg.max_upload_pixels)
+            with decode_slots:  # bounded: each decode may briefly hold up to max_upload_pixels x 4 bytes
+                return decode_image(data, upload.filename or "upload", max_pixels=cfg.max_upload_pixels,
+                                    min_side=cfg.upload_min_side)
         except BadImage as exc:
             raise ApiError(400, str(exc), "bad_image") from None
 

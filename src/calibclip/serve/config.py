@@ -10,7 +10,7 @@ class ServeConfig:
     """Limits and options of ``calibclip serve``.
 
     The defaults are safe for a service on the loopback interface: no CORS, no key, 10 MB
-    uploads, 1,000-character queries, at most 200 results, 40 Mpx uploaded images, only
+    uploads, 1,000-character queries, at most 200 results, 16 Mpx decoded per upload, only
     loopback Host names.
     """
 
@@ -22,7 +22,13 @@ class ServeConfig:
     max_query_chars: int = 1000
     max_k: int = 200
     default_k: int = 24
-    max_upload_pixels: int = 40_000_000  # an upload above this is refused as a possible bomb
+    # Query images are decoded only as large as the model needs (shorter side >= upload_min_side; a
+    # JPEG at 1/2-1/8 scale by the codec), and at most max_decodes at once: 16 parallel 38 Mpx PNGs
+    # once took the server from 0.4 to 7.3 GB. Above max_upload_pixels *decoded* pixels (what a PNG
+    # cannot avoid) an upload is refused.
+    max_upload_pixels: int = 16_000_000
+    upload_min_side: int = 448
+    max_decodes: int = 2
     thumb_size: int = 256
     thumb_quality: int = 85
     prompt: str = "a photo of $ that {}"
