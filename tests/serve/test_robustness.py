@@ -262,7 +262,7 @@ def test_concurrent_decodes_are_bounded(shared_collection, tiny_encoder, monkeyp
             with lock:
                 active[0] -= 1
 
-    monkeypatch.setattr(app_module, "decode_image", slow_decode)
+    monkeypatch.setattr(app_module, "decode_image", slow_decode)  # looked up at call time
     c = make_client(shared_collection[1], tiny_encoder)
     data = _encoded((64, 48), "PNG")
     with ThreadPoolExecutor(8) as pool:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,7 @@ class TextQuery(BaseModel):
     query: str = Field(..., description="What to look for, e.g. \"a red car on a beach\".")
     k: int = Field(24, description="Number of results.")
     calib: bool = Field(False, description="Use CalibCLIP (DCC query + discriminative re-ranking).")
+    offset: int = Field(0, description="Skip this many best hits (paging: the next page starts at offset + k).")
 
 
 class ApiError(Exception):
@@ -115,6 +116,7 @@ def create_app(index_path: str | Path, encoder: Any = None, phi: Any = None, api
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         yield
+        decoder.shutdown(wait=False, cancel_futures=True)
         batcher.close()
         searcher.close()
 
@@ -142,9 +144,12 @@ def create_app(index_path: str | Path, encoder: Any = None, phi: Any = None, api
                         "url": f"/images/{h.id}", "thumb": f"/images/{h.id}?thumb=1"})
         return out
 
-    def check_k(k: int) -> int:
+    def check_k(k: int, offset: int = 0) -> int:
         if not 1 <= k <= cfg.max_k:
             raise ApiError(400, f"k={k}: ask for between 1 and {cfg.max_k} results", "bad_k")
+        if not 0 <= offset <= cfg.max_rank - k:
+            raise ApiError(400, f"offset={offset}: pages reach at most rank {cfg.max_rank:,}; use 0 <= offset <= "
+                                f"{cfg.max_rank - k:,} with k={k}", "bad_offset")
         return k
 
     def check_text(text: str, what: str) -> str:
@@ -160,7 +165,10 @@ def create_app(index_path: str | Path, encoder: Any = None, phi: Any = None, api
             raise ApiError(400, f"{what} is empty; give some words, e.g. \"a red car\"", "empty_query")
         return text
 
-    decode_slots = threading.BoundedSemaphore(cfg.max_decodes)
+    # Uploads are decoded on a few dedicated threads: at most max_decodes large buffers exist at once,
+    # and they come from the same threads' malloc arenas each time (decoding in 40 request threads
+    # left each thread's arena holding its own ~50 MB after the request).
+    decoder = ThreadPoolExecutor(cfg.max_decodes, thread_name_prefix="calibclip-decode")
 
     def read_upload(upload: UploadFile) -> Any:
         limit = int(cfg.max_upload_mb * 1024 * 1024)
@@ -168,9 +176,8 @@ def create_app(index_path: str | Path, encoder: Any = None, phi: Any = None, api
         if len(data) > limit:
             raise ApiError(413, f"image larger than {cfg.max_upload_mb:g} MB; upload a smaller one", "too_large")
         try:
-            with decode_slots:  # bounded: each decode may briefly hold up to max_upload_pixels x 4 bytes
-                return decode_image(data, upload.filename or "upload", max_pixels=cfg.max_upload_pixels,
-                                    min_side=cfg.upload_min_side)
+            return decoder.submit(decode_image, data, upload.filename or "upload", max_pixels=cfg.max_upload_pixels,
+                                  min_side=cfg.upload_min_side).result()
         except BadImage as exc:
             raise ApiError(400, str(exc), "bad_image") from None
 
@@ -186,10 +193,14 @@ def create_app(index_path: str | Path, encoder: Any = None, phi: Any = None, api
         except BadImage as exc:
             raise ApiError(400, str(exc), "bad_image") from None
 
-    def answer(kind: str, snap_hits: tuple, warnings: list[str], t0: float, **extra: Any) -> dict:
+    def answer(kind: str, snap_hits: tuple, warnings: list[str], t0: float, k: int, offset: int,
+               **extra: Any) -> dict:
+        """The JSON answer: hits ``offset+1 … offset+k`` (ranks count from the best hit overall)."""
         snap, raw = snap_hits
-        return {"kind": kind, **extra, "hits": hits_json(snap, raw), "warnings": warnings,
-                "took_ms": round((time.perf_counter() - t0) * 1000, 2)}
+        page = raw[offset:offset + k]
+        more = len(page) == k and offset + k < min(snap.size, cfg.max_rank)
+        return {"kind": kind, **extra, "k": k, "offset": offset, "more": more, "hits": hits_json(snap, page),
+                "warnings": warnings, "took_ms": round((time.perf_counter() - t0) * 1000, 2)}
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
@@ -215,53 +226,55 @@ def create_app(index_path: str | Path, encoder: Any = None, phi: Any = None, api
                 "requests": searcher.requests,
                 "text_batches": {"batches": batcher.batches, "queries": batcher.queries}, "uptime_s": round(time.time() - searcher.started_at, 1),
                 "opened_at": snap.opened_at,
-                "limits": {"max_k": cfg.max_k, "max_query_chars": cfg.max_query_chars,
+                "limits": {"max_k": cfg.max_k, "max_rank": cfg.max_rank, "max_query_chars": cfg.max_query_chars,
                            "max_upload_mb": cfg.max_upload_mb, "default_k": cfg.default_k}}
 
     @app.post("/search/text", tags=["search"])
     def search_text(body: TextQuery) -> dict:
         """Text → image search."""
         t0 = time.perf_counter()
-        query, k = check_text(body.query, "query"), check_k(body.k)
-        snap, hits, warns = batcher.search(query, k, calib=body.calib)
-        return answer("text", (snap, hits), warns, t0, query=query, k=k, calib=body.calib)
+        query, k = check_text(body.query, "query"), check_k(body.k, body.offset)
+        snap, hits, warns = batcher.search(query, body.offset + k, calib=body.calib)
+        return answer("text", (snap, hits), warns, t0, k, body.offset, query=query, calib=body.calib)
 
     @app.post("/search/image", tags=["search"])
     def search_image(image: UploadFile | None = File(None, description="Query image (or give `id`)."),
                      id: int | None = Form(None, description="Id of an indexed image: search similar."),
-                     k: int = Form(24)) -> dict:
+                     k: int = Form(24), offset: int = Form(0, description="Skip this many best hits.")) -> dict:
         """Image → image search: similar images to an upload or to an indexed image."""
         t0 = time.perf_counter()
-        check_k(k)
+        check_k(k, offset)
+        depth = offset + k
         if id is not None and image is None:
             def by_id(s: Snapshot) -> tuple:
                 if id not in s.id_to_pos:
                     raise ImageRefused(404, f"no image with id {id} in the index")
                 vec = s.index.embeddings()[s.id_to_pos[id]][None]
-                scores, pos = s.index.search_vectors(np.asarray(vec, np.float32), k)
+                scores, pos = s.index.search_vectors(np.asarray(vec, np.float32), depth)
                 return s, s.index._hits(scores[0], pos[0])
 
             result, warns = searcher.call(by_id)
         else:
             img = reference(image, id)
-            result, warns = searcher.call(lambda s: (s, s.index.search_image(img, k=k)))
-        return answer("image", result, warns, t0, k=k, id=id)
+            result, warns = searcher.call(lambda s: (s, s.index.search_image(img, k=depth)))
+        return answer("image", result, warns, t0, k, offset, id=id)
 
     @app.post("/search/composed", tags=["search"])
     def search_composed(text: str = Form(..., description="Modification text, e.g. \"is red\"."),
                         image: UploadFile | None = File(None, description="Reference image (or give `id`)."),
                         id: int | None = Form(None, description="Id of an indexed reference image."),
-                        k: int = Form(24), calib: bool = Form(False)) -> dict:
+                        k: int = Form(24), calib: bool = Form(False),
+                        offset: int = Form(0, description="Skip this many best hits.")) -> dict:
         """Composed search: a reference image changed as the text says (needs ``--phi``)."""
         t0 = time.perf_counter()
         if searcher.phi is None:
             raise ApiError(400, "composed search is off on this server: start it with `calibclip serve INDEX "
                                 "--phi PATH` (a φ checkpoint)", "composed_disabled")
-        text, k = check_text(text, "text"), check_k(k)
+        text, k = check_text(text, "text"), check_k(k, offset)
         img = reference(image, id)
-        result, warns = searcher.call(
-            lambda s: (s, s.index.search_composed(img, text, searcher.phi, k=k, prompt=cfg.prompt)), calib=calib)
-        return answer("composed", result, warns, t0, text=text, k=k, calib=calib, id=id)
+        result, warns = searcher.call(lambda s: (s, s.index.search_composed(
+            img, text, searcher.phi, k=offset + k, prompt=cfg.prompt)), calib=calib)
+        return answer("composed", result, warns, t0, k, offset, text=text, calib=calib, id=id)
 
     @app.get("/images/{image_id}", tags=["images"],
              responses={200: {"content": {"image/jpeg": {}, "image/png": {}}}})

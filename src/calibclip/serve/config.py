@@ -21,6 +21,7 @@ class ServeConfig:
     max_upload_mb: float = 10.0
     max_query_chars: int = 1000
     max_k: int = 200
+    max_rank: int = 1000  # paging (offset + k) reaches at most this rank
     default_k: int = 24
     # Query images are decoded only as large as the model needs (shorter side >= upload_min_side; a
     # JPEG at 1/2-1/8 scale by the codec), and at most max_decodes at once: 16 parallel 38 Mpx PNGs
