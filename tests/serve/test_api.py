@@ -70,6 +70,28 @@ def test_text_search_rejects_bad_queries(client, payload, code):
     _assert_json_error(client.post("/search/text", json=payload), 400, code)
 
 
+@pytest.mark.parametrize("route", ["text", "image"])
+def test_offset_pages_through_the_ranking(client, route):
+    def ask(k: int, offset: int) -> dict:
+        if route == "text":
+            return client.post("/search/text", json={"query": "a red car", "k": k, "offset": offset}).json()
+        return client.post("/search/image", data={"id": "3", "k": str(k), "offset": str(offset)}).json()
+
+    full = ask(N_IMAGES, 0)
+    pages = [ask(3, off) for off in (0, 3, 6)]
+    assert [h["id"] for p in pages for h in p["hits"]] == [h["id"] for h in full["hits"]]
+    assert [h["rank"] for p in pages for h in p["hits"]] == list(range(1, N_IMAGES + 1))
+    assert [(p["offset"], p["k"], p["more"]) for p in pages] == [(0, 3, True), (3, 3, True), (6, 3, False)]
+    assert full["more"] is False and ask(3, N_IMAGES)["hits"] == []
+
+
+@pytest.mark.parametrize("offset", [-1, 998])
+def test_bad_offset_is_a_400(client, offset):
+    body = _assert_json_error(client.post("/search/text", json={"query": "a cat", "k": 3, "offset": offset}), 400,
+                              "bad_offset")
+    assert "offset" in body["error"]
+
+
 def test_malformed_bodies_get_422_json(client):
     _assert_json_error(client.post("/search/text", json={"k": 3}), 422, "invalid_request")
     _assert_json_error(client.post("/search/text", json={"query": "a", "k": "many"}), 422, "invalid_request")

@@ -98,6 +98,7 @@ def test_page_search_upload_and_composed(gallery, browser, tiny_encoder, monkeyp
         page.wait_for_function("() => document.querySelector('#stats').textContent.includes('images')")
         assert page.text_content("#stats").startswith("10 images")
         assert page.is_disabled("#calib")  # this install has no usable calibration for the index
+        assert page.is_visible("#calib-note") and "--calib" in page.text_content("#calib-note")  # why, inline
         assert page.is_enabled("#composed-button")
 
         # text search: ranked grid of thumbnails, with scores, in the index's order
@@ -182,6 +183,101 @@ def test_page_with_api_key_and_drag_drop(gallery, browser, tiny_encoder):
         assert "--phi" in page.text_content("#composed-note")
         page.screenshot(path=str(_artifact("serve_page_api_key.png")), full_page=True)
         page.close()
+
+
+@pytest.fixture(scope="module")
+def calibrated(gallery, tiny_model_dir):
+    """The gallery indexed with CalibCLIP features, an encoder for it, and the plain/calibrated rankings."""
+    calib = pytest.importorskip("calibclip.calib")
+    import calibclip
+
+    folder, _ = gallery
+    enc = calibclip.load(str(tiny_model_dir), device="cpu")
+    enc.calibration = calib.CalibConfig()
+    index = build_index(folder, enc, folder.parent / "shapes-calib.idx")
+    on = [Path(h.path).name for h in index.search("a red square", k=10)]
+    enc.calibration = None
+    off = [Path(h.path).name for h in Index.open(folder.parent / "shapes-calib.idx", enc).search("a red square", k=10)]
+    return folder.parent / "shapes-calib.idx", enc, calib.CalibConfig(), off, on
+
+
+def _cards(page, n: int) -> None:
+    page.wait_for_function(f"() => document.querySelectorAll('#results .card').length === {n} && "
+                           "!document.querySelector('#status').textContent.endsWith('…')")
+
+
+def test_page_url_state_paging_and_toggles(gallery, calibrated, browser):
+    from calibclip.serve import create_app
+
+    index_path, enc, cfg, plain, calibrated_order = calibrated
+    assert plain != calibrated_order  # else the toggle test below would prove nothing
+    errors: list[str] = []
+    with _Server(create_app(index_path, encoder=enc, calibration=cfg)) as url:
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        # a shared link opens the search it names: query, k=4 (not in the menu), calib off
+        page.goto(f"{url}/?mode=text&q=a%20red%20square&k=4")
+        _cards(page, 4)
+        assert _names(page) == plain[:4] and page.input_value("#query") == "a red square"
+        assert page.input_value("#k") == "4" and "for “a red square”" in page.text_content("#status")
+
+        # "More results" pages on (ranks continue) until the collection is exhausted
+        page.click("#more")
+        _cards(page, 8)
+        page.click("#more")
+        _cards(page, 10)
+        assert _names(page) == plain and page.is_hidden("#more")
+        ranks = page.eval_on_selector_all(".card .rank", "els => els.map(e => e.textContent)")
+        assert ranks == [f"#{i}" for i in range(1, 11)]
+
+        # toggling CalibCLIP re-runs the search, calibrated, and the URL says so
+        page.check("#calib")
+        page.wait_for_function("() => document.querySelector('#status').textContent.includes('(CalibCLIP)')")
+        _cards(page, 4)
+        assert _names(page) == calibrated_order[:4] and "calib=1" in page.url
+        page.reload()  # a bookmark restores the calibrated search
+        page.wait_for_function("() => document.querySelector('#status').textContent.includes('(CalibCLIP)')")
+        _cards(page, 4)
+        assert page.is_checked("#calib") and _names(page) == calibrated_order[:4]
+
+        # "Search similar" names the image in the status and clears the text box
+        card = page.locator("#results .card").nth(2)
+        name = card.locator(".name").text_content()
+        card.click()
+        card.locator("button.similar").click()
+        page.wait_for_function(f"() => document.querySelector('#status').textContent.includes('similar to {name}')")
+        assert page.input_value("#query") == "" and "mode=similar" in page.url
+        assert _names(page)[0] == name
+        page.go_back()  # history: back to the text search
+        page.wait_for_function("() => document.querySelector('#status').textContent.includes('a red square')")
+        assert page.input_value("#query") == "a red square"
+
+        # a query of spaces says what to do instead of doing nothing
+        page.fill("#query", "   ")
+        page.press("#query", "Enter")
+        assert "type what you are looking for" in page.text_content("#status")
+        assert "error" in page.get_attribute("#status", "class")
+
+        # dropping a new reference clears the grid of the previous search
+        page.set_input_files("#ref-file", str(gallery[0] / "shape02.png"))
+        page.wait_for_function("() => document.querySelector('#status').textContent.includes('shape02.png')")
+        assert page.locator("#results .card").count() == 0 and page.is_hidden("#more")
+        page.screenshot(path=str(_artifact("serve_page_desktop.png")), full_page=True)
+        page.close()
+
+        # a phone (375 px): nothing wider than the screen, header included
+        phone = browser.new_page(viewport={"width": 375, "height": 740}, device_scale_factor=2)
+        phone.on("pageerror", lambda e: errors.append(str(e)))
+        phone.goto(f"{url}/?mode=text&q=a%20red%20square&k=4")
+        _cards(phone, 4)
+        _wait_images(phone)
+        assert phone.evaluate("document.documentElement.scrollWidth") <= 375
+        for selector in ("header", "#text-form", "#composed-panel", "#results"):
+            box = phone.locator(selector).bounding_box()
+            assert box["x"] >= 0 and box["x"] + box["width"] <= 375, selector
+        phone.screenshot(path=str(_artifact("serve_page_phone.png")), full_page=True)
+        phone.close()
+    assert errors == []
 
 
 def _artifact(name: str) -> Path:
