@@ -280,6 +280,33 @@ def test_page_url_state_paging_and_toggles(gallery, calibrated, browser):
     assert errors == []
 
 
+def test_docs_page_renders_offline(gallery, browser, tiny_encoder):
+    """/docs draws the API from local assets only: every request off 127.0.0.1 is blocked and counted."""
+    from calibclip.serve import create_app
+
+    app = create_app(gallery[1], encoder=tiny_encoder, api_key="k3y-for-test")
+    outside: list[str] = []
+    with _Server(app) as url:
+        page = browser.new_page(viewport={"width": 1100, "height": 800})
+
+        def only_local(route):
+            if route.request.url.startswith(url):
+                return route.continue_()
+            outside.append(route.request.url)
+            return route.abort()
+
+        page.route("**/*", only_local)
+        page.goto(f"{url}/docs")
+        page.wait_for_selector(".opblock-summary-path", timeout=20_000)
+        paths = page.eval_on_selector_all(".opblock-summary-path", "els => els.map(e => e.textContent)")
+        assert "/search/text" in paths
+        assert "calibclip API" in page.title() and page.is_visible("button.authorize")
+        assert "k3y-for-test" not in page.content()
+        page.screenshot(path=str(_artifact("serve_docs.png")))
+        page.close()
+    assert outside == []
+
+
 def _artifact(name: str) -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     return ARTIFACTS / name

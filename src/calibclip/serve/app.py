@@ -298,12 +298,12 @@ def create_app(index_path: str | Path, encoder: Any = None, phi: Any = None, api
     def docs() -> HTMLResponse:
         """Swagger UI from local assets (works offline); the key is entered in its Authorize dialog."""
         if swagger is None:
-            raise ApiError(404, "the API docs page needs swagger-ui-bundle: pip install 'calibclip[serve]'",
+            raise ApiError(404, "the API docs page needs fastapi-offline: pip install 'calibclip[serve]'",
                            "docs_unavailable")
         return get_swagger_ui_html(openapi_url=app.openapi_url, title="calibclip API",
                                    swagger_js_url="/docs/assets/swagger-ui-bundle.js",
                                    swagger_css_url="/docs/assets/swagger-ui.css",
-                                   swagger_favicon_url="/docs/assets/favicon-32x32.png")
+                                   swagger_favicon_url="/docs/assets/favicon.png")
 
     return app
 
@@ -318,12 +318,17 @@ def _unencodable(text: str) -> str | None:
 
 
 def _swagger_assets() -> Path | None:
-    """Folder of the Swagger UI files shipped by ``swagger-ui-bundle``, or None when it is missing."""
-    try:
-        from swagger_ui_bundle import swagger_ui_path
-    except ImportError:
+    """Folder of the Swagger UI 5 files shipped by ``fastapi-offline``, or None when it is missing.
+
+    Only its files are used (found without importing it): the docs route stays ours.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("fastapi_offline")
+    if spec is None or spec.origin is None:
         return None
-    return Path(swagger_ui_path)
+    folder = Path(spec.origin).parent / "static"
+    return folder if (folder / "swagger-ui-bundle.js").is_file() else None
 
 
 def _version() -> str:
