@@ -84,3 +84,43 @@ def test_long_query_warning_goes_to_that_query_only(shared_collection, tiny_enco
     assert any("truncated" in w for w in warns)
     assert batcher.search("a cat", 2)[2] == []
     batcher.close()
+
+
+def _recording(monkeypatch) -> list[list[str]]:
+    calls: list[list[str]] = []
+    original = Index.search
+
+    def recorded(self, query, k=10):
+        calls.append([query] if isinstance(query, str) else list(query))
+        return original(self, query, k=k)
+
+    monkeypatch.setattr(Index, "search", recorded)
+    return calls
+
+
+def _ask_staggered(batcher: TextBatcher, delays: list[float]) -> None:
+    threads = []
+    for i, delay in enumerate(delays):
+        time.sleep(delay)
+        threads.append(threading.Thread(target=batcher.search, args=(f"query {i}", 2)))
+        threads[-1].start()
+    for t in threads:
+        t.join(timeout=30)
+
+
+def test_under_load_the_next_batch_waits_briefly_for_returning_callers(shared_collection, tiny_encoder, monkeypatch):
+    calls = _recording(monkeypatch)
+    batcher = TextBatcher(Searcher(shared_collection[1], tiny_encoder), gather_s=2.0)
+    batcher._last = (3, 10.0)  # the previous batch answered 3 callers: expect 3 back, wait up to 2 s
+    _ask_staggered(batcher, [0.0, 0.1, 0.1])
+    assert [len(c) for c in calls] == [3]
+    batcher.close()
+
+
+def test_idle_server_answers_a_lone_query_at_once(shared_collection, tiny_encoder, monkeypatch):
+    calls = _recording(monkeypatch)
+    batcher = TextBatcher(Searcher(shared_collection[1], tiny_encoder), gather_s=2.0)
+    t0 = time.perf_counter()
+    batcher.search("a cat", 2)  # no previous batch: no waiting
+    assert time.perf_counter() - t0 < 1.5 and [len(c) for c in calls] == [1]
+    batcher.close()
