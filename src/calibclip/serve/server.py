@@ -34,9 +34,18 @@ class HeaderTimeoutH11(H11Protocol):
         self._arm_header_deadline()  # before super(): a pipelined request parsed there counts as arrived
         super().on_response_complete()
 
+    _header_timer: asyncio.TimerHandle | None = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+        super().connection_lost(exc)
+
     def _arm_header_deadline(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
         waiting_after = self.cycle  # a new request (complete headers) replaces the cycle object
-        self.loop.call_later(self.header_timeout, self._headers_overdue, waiting_after)
+        self._header_timer = self.loop.call_later(self.header_timeout, self._headers_overdue, waiting_after)
 
     def _headers_overdue(self, waiting_after: Any) -> None:
         if self.cycle is waiting_after and not self.transport.is_closing():
