@@ -126,8 +126,18 @@ def start_server(index_path: Path, port: int, threads: int) -> subprocess.Popen:
     raise SystemExit("server did not answer /health within 180 s")
 
 
+def text_batches(port: int) -> tuple[int, int]:
+    """(batches, queries) the server's text micro-batcher has run so far (from /stats)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    conn.request("GET", "/stats")
+    tb = json.loads(conn.getresponse().read())["text_batches"]
+    conn.close()
+    return tb["batches"], tb["queries"]
+
+
 def served(port: int, duration: float, clients: int, k: int) -> dict:
     """``clients`` threads, one keep-alive connection each, POSTing /search/text until the deadline."""
+    b0, q0 = text_batches(port)
     lat: list[float] = []
     failures: list[str] = []
     lock = threading.Lock()
@@ -170,8 +180,9 @@ def served(port: int, duration: float, clients: int, k: int) -> dict:
         t.join()
     elapsed = time.perf_counter() - t_start
     p50, p99 = percentiles(lat)
+    b1, q1 = text_batches(port)
     return {"requests": len(lat), "rps": len(lat) / elapsed, "failed": len(failures), "p50_ms": p50, "p99_ms": p99,
-            "first_failures": failures[:5]}
+            "mean_batch": (q1 - q0) / max(1, b1 - b0), "first_failures": failures[:5]}
 
 
 def big_png(size: tuple[int, int] = (7100, 5400)) -> bytes:
@@ -278,17 +289,19 @@ def main() -> None:
         base, base32 = results["direct"], results["direct32"]
         print(f"/search/text, k={args.k}, {args.duration:g} s each")
         print(f"{'':34s}{'req/s':>9s}{'p50 ms':>9s}{'p99 ms':>9s}{'failed':>8s}{'requests':>9s}"
-              f"{'/1-per-call':>12s}{'/32-per-call':>13s}")
+              f"{'/1-per-call':>12s}{'/32-per-call':>13s}{'batch':>7s}")
         rows = [("direct, 1 query a call", base), ("direct, 32 queries a call", base32)]
         rows += [(f"served, {c} client{'s' * (c > 1)} (HTTP)", r) for c, r in results["served"].items()]
         for name, r in rows:
             print(f"{name:34s}{r['rps']:9.1f}{r['p50_ms']:9.1f}{r['p99_ms']:9.1f}{r['failed']:8d}{r['requests']:9d}"
-                  f"{r['rps'] / base['rps']:11.2f}x{r['rps'] / base32['rps']:12.2f}x")
+                  f"{r['rps'] / base['rps']:11.2f}x{r['rps'] / base32['rps']:12.2f}x"
+                  + (f"{r['mean_batch']:7.1f}" if "mean_batch" in r else ""))
             failed += r["failed"]
         for r in results["served"].values():
             if r["failed"]:
                 print("first failures:", *r["first_failures"], sep="\n  ")
-        print("(p50/p99 of the direct rows are per call; 32-query calls answer 32 queries each)")
+        print("(p50/p99 of the direct rows are per call; 32-query calls answer 32 queries each; batch: mean "
+              "queries per model call in the server)")
     if args.json:
         args.json.write_text(json.dumps({**results, "args": {k: str(v) for k, v in vars(args).items()}}, indent=1))
     sys.exit(1 if failed else 0)
