@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from calibclip.blas import search_blas
 from calibclip.calib.config import CalibConfig
 
 _CHUNK_FLOATS = 1 << 24  # ~64 MB of float32 per query chunk
@@ -17,10 +18,16 @@ _CHUNK_FLOATS = 1 << 24  # ~64 MB of float32 per query chunk
 
 def sort_desc_by_id(cols: np.ndarray, vals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Sort each row of (cols, vals) by vals descending, ties by ascending column index."""
-    by_id = np.argsort(cols, axis=1, kind="stable")
-    cols, vals = np.take_along_axis(cols, by_id, 1), np.take_along_axis(vals, by_id, 1)
     order = np.argsort(-vals, axis=1, kind="stable")
-    return np.take_along_axis(cols, order, 1), np.take_along_axis(vals, order, 1)
+    cols_s, vals_s = np.take_along_axis(cols, order, 1), np.take_along_axis(vals, order, 1)
+    tied = (vals_s[:, 1:] == vals_s[:, :-1]).any(axis=1)
+    if tied.any():  # equal values keep their input order above; put those rows' ties in id order
+        c, v = cols[tied], vals[tied]
+        by_id = np.argsort(c, axis=1, kind="stable")
+        c, v = np.take_along_axis(c, by_id, 1), np.take_along_axis(v, by_id, 1)
+        again = np.argsort(-v, axis=1, kind="stable")
+        cols_s[tied], vals_s[tied] = np.take_along_axis(c, again, 1), np.take_along_axis(v, again, 1)
+    return cols_s, vals_s
 
 
 def top_k_desc(scores: np.ndarray, k: int) -> np.ndarray:
@@ -31,7 +38,8 @@ def top_k_desc(scores: np.ndarray, k: int) -> np.ndarray:
         return np.zeros((len(scores), 0), np.int64)
     if k == n:
         return np.argsort(-scores, axis=1, kind="stable")
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    # O(n) selection of the k largest (no negated copy of the row), then one sort of k values
+    part = np.argpartition(scores, n - k, axis=1)[:, n - k:]
     top, vals = sort_desc_by_id(part, np.take_along_axis(scores, part, 1))
     kth = vals[:, -1:]
     # argpartition picks arbitrarily among values tied at the boundary; redo those rare rows exactly
@@ -70,7 +78,8 @@ def discriminative_scores(q_plain: np.ndarray, q_dcc: np.ndarray, g_plain: np.nd
     step = _chunk(n, big_k * g_plain.shape[1] if n else 1)
     for a in range(0, m, step):
         b = min(m, a + step)
-        s0 = q_plain[a:b] @ g_plain.T
+        with search_blas(b - a):  # no spinning BLAS pool left behind to slow the next text pass
+            s0 = q_plain[a:b] @ g_plain.T
         if not cfg.disc_sim or k == 0:
             top = top_k_desc(s0, k)
             ids[a:b], scores[a:b] = top, np.take_along_axis(s0, top, 1)
@@ -101,7 +110,8 @@ def discriminative_matrix(q_plain: np.ndarray, q_dcc: np.ndarray, g_plain: np.nd
     step = _chunk(n, big_k * g_plain.shape[1] if n else 1)
     for a in range(0, m, step):
         b = min(m, a + step)
-        s0 = q_plain[a:b] @ g_plain.T
+        with search_blas(b - a):
+            s0 = q_plain[a:b] @ g_plain.T
         if not cfg.disc_sim or n == 0:
             out[a:b] = s0
             continue

@@ -18,6 +18,7 @@ from calibclip.calib.config import CalibConfig
 from calibclip.calib.features import text_feature_sets
 from calibclip.errors import UserError
 from calibclip.index.embed import IndexSummary, index_folder
+from calibclip.index.exact import exact_search
 from calibclip.index.store import EmbeddingStore
 
 
@@ -87,6 +88,8 @@ class Index:
         self._encoder = encoder
         self._cache: dict[str, tuple[np.ndarray, np.ndarray, list[str]]] = {}
         self._faiss: faiss.Index | None = None
+        self._ann_checked = False  # the ANN file is looked up once per opening (and after reload)
+        self._sets: frozenset[str] | None = None
         self.last_summary: IndexSummary | None = None
         self.ann_report = None  # calibclip.index.ann.AnnReport after build
         self.nprobe: int | None = None  # ANN search breadth (IVF lists / HNSW efSearch); None = as built
@@ -172,31 +175,43 @@ class Index:
         """Drop cached matrices so the next search sees images added since opening."""
         self._cache.clear()
         self._faiss = None
+        self._ann_checked = False
+        self._sets = None
 
     # ---- search --------------------------------------------------------------------------
-    def _faiss_index(self) -> faiss.Index:
-        if self._faiss is None:
+    def _faiss_index(self) -> faiss.Index | None:
+        """The approximate index built beside the embeddings (nprobe applied), or None: search exactly."""
+        if not self._ann_checked:
             from calibclip.index.ann import open_store_ann
 
             self._faiss = open_store_ann(self.store, self.matrix()[0])  # approximate index if built
+            self._ann_checked = True
         if self._faiss is not None and self.nprobe is not None:
             from calibclip.index.ann import set_nprobe
 
             set_nprobe(self._faiss, self.nprobe)
-        if self._faiss is None:
-            emb = self.embeddings("plain")
-            self._faiss = faiss.IndexFlatIP(emb.shape[1] if emb.ndim == 2 else int(self.info.get("dim", 0)))
-            if len(emb):
-                self._faiss.add(np.ascontiguousarray(emb, dtype=np.float32))
         return self._faiss
 
     def search_vectors(self, queries: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
-        """Exact inner-product search: (scores (m, k), positions (m, k)); positions index ``paths``."""
+        """Inner-product search: (scores (m, k), positions (m, k)); positions index ``paths``.
+
+        Exact (numpy over the one in-memory copy of the rows, ties to the lower position) unless an
+        approximate index was built for exactly these items.
+        """
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         k = max(1, min(k, len(self)))
         if len(self) == 0:
             return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
-        return self._faiss_index().search(queries, k)
+        ann = self._faiss_index()
+        if ann is not None:
+            return ann.search(queries, k)
+        return exact_search(self.embeddings("plain"), queries, k)
+
+    def has_feature_set(self, name: str) -> bool:
+        """Whether the store holds feature set ``name`` (looked up once per opening, not per search)."""
+        if self._sets is None:
+            self._sets = frozenset(self.store.feature_sets())
+        return name in self._sets
 
     def _check_calibration(self, encoder: Encoder) -> None:
         cfg = encoder.calibration
@@ -220,7 +235,7 @@ class Index:
         from calibclip.calib import discriminative_scores
 
         g_plain = self.embeddings("plain")
-        g_cve = self.embeddings("cve") if "cve" in self.store.feature_sets() else g_plain
+        g_cve = self.embeddings("cve") if self.has_feature_set("cve") else g_plain
         return discriminative_scores(q_plain, np.asarray(feats["dcc"], dtype=np.float32), g_plain, g_cve, cfg,
                                      min(k, len(g_plain)))
 
