@@ -121,3 +121,42 @@ def discriminative_matrix(q_plain: np.ndarray, q_dcc: np.ndarray, g_plain: np.nd
         np.put_along_axis(block, cand, np.take_along_axis(s0, cand, 1) + np.float32(cfg.lam) * disc, 1)
         out[a:b] = block
     return out
+
+
+def ranking_scores(q_plain: np.ndarray, q_dcc: np.ndarray, g_plain: np.ndarray, g_cve: np.ndarray,
+                   cfg: CalibConfig) -> np.ndarray:
+    """(m, n) float32 scores ordering each row exactly as ``discriminative_scores(..., k=n)`` ranks it.
+
+    Read with the metrics' tie rule (descending, ties by ascending index). The candidates C_K get
+    the pseudo-scores n, n−1, …, n−K+1 in their re-ranked order; every other item keeps its s0, so
+    its place below them is s0's order with ties by index — the order ``discriminative_scores``
+    gives them — without sorting whole rows. A block whose s0 reaches n−K+1 (never for cosines:
+    K < n makes that ≥ 2) is ranked by a full sort instead.
+    """
+    q_plain, q_dcc = np.asarray(q_plain, np.float32), np.asarray(q_dcc, np.float32)
+    g_plain, g_cve = np.asarray(g_plain, np.float32), np.asarray(g_cve, np.float32)
+    m, n = len(q_plain), len(g_plain)
+    out = np.zeros((m, n), np.float32)
+    big_k = min(cfg.rerank_k, n)
+    step = _chunk(n, big_k * g_plain.shape[1] if n else 1)  # the blocks discriminative_scores uses
+    for a in range(0, m, step):
+        b = min(m, a + step)
+        with search_blas(b - a):
+            s0 = q_plain[a:b] @ g_plain.T
+        if not cfg.disc_sim or n == 0:  # plain ranking: s0 itself
+            out[a:b] = s0
+            continue
+        cand = top_k_desc(s0, big_k)
+        disc = np.einsum("qd,qkd->qk", q_dcc[a:b], g_cve[cand])
+        cand, _ = rerank_candidates(s0, cand, disc, cfg.lam)
+        pseudo = np.arange(n, n - big_k, -1, dtype=np.float32)[None, :]
+        if big_k < n and s0.max() >= n - big_k + 1:  # not cosines: rank everything explicitly
+            in_head = np.zeros(s0.shape, bool)
+            np.put_along_axis(in_head, cand, True, axis=1)
+            rest = top_k_desc(s0, n)
+            rest = rest[~np.take_along_axis(in_head, rest, 1)].reshape(b - a, n - big_k)
+            cand = np.concatenate([cand, rest], axis=1)
+            pseudo = np.arange(n, 0, -1, dtype=np.float32)[None, :]
+        np.put_along_axis(s0, cand, np.broadcast_to(pseudo, cand.shape), axis=1)
+        out[a:b] = s0
+    return out

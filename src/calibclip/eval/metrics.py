@@ -141,6 +141,51 @@ def ranks_for(sims: Scores, positives: np.ndarray | torch.Tensor | Sequence,
     return out
 
 
+def _best_positive(values: np.ndarray, positives: np.ndarray) -> np.ndarray:
+    """Index into ``positives`` (b, P; -1 = padding) of each row's first-ranked positive: the highest
+    value, ties to the lowest gallery index (positives are sorted ascending, argmax takes the first)."""
+    return np.argmax(np.where(positives >= 0, values, -np.inf), axis=1)
+
+
+def best_ranks_for(sims: Scores, positives: np.ndarray) -> np.ndarray:
+    """Rank (m,) of each query's best-ranked positive (sorted padded lists, -1 = padding): min of ``ranks_for``.
+
+    One pass over each block: the best positive is picked from its scores, then only it is counted.
+    """
+    m, n = sims.shape
+    out = np.empty(m, dtype=np.int64)
+    for sl, block in iter_rows(sims, _chunk_rows(n, 1)):
+        pos = positives[sl]
+        vals = np.take_along_axis(block, np.maximum(pos, 0), axis=1)
+        best = np.take_along_axis(pos, _best_positive(vals, pos)[:, None], axis=1)
+        out[sl] = positive_ranks(block, best)[:, 0]
+    return out
+
+
+def column_best_ranks(sims: np.ndarray | torch.Tensor, positives: np.ndarray) -> np.ndarray:
+    """Rank (n,) of each column's best-ranked positive row in that column's descending order (tie rule).
+
+    ``positives`` (n, P): per column j the sorted row indices that are its positives (-1 = padding).
+    Streams the matrix by row blocks counting, per column, the rows scoring above (and equal to) its
+    best positive, so no transposed copy is made; ties are resolved on the rare tied columns only.
+    """
+    s = _np(sims)
+    m, n = s.shape
+    safe = np.maximum(positives, 0)
+    vals = np.asarray(s[safe, np.arange(n)[:, None]], dtype=np.float32)
+    best_row = np.take_along_axis(positives, _best_positive(vals, positives)[:, None], axis=1)[:, 0]
+    best = np.asarray(s[best_row, np.arange(n)], dtype=np.float32)
+    above = np.zeros(n, dtype=np.int64)
+    equal = np.zeros(n, dtype=np.int64)
+    for _, block in iter_rows(s, _chunk_rows(n, 2)):
+        above += np.count_nonzero(block > best, axis=0)
+        equal += np.count_nonzero(block == best, axis=0)  # includes the positive itself
+    for j in np.nonzero(equal > 1)[0]:  # rare with real features: ties broken by row index
+        col = np.asarray(s[:best_row[j], j], dtype=np.float32)
+        above[j] += np.count_nonzero(col == best[j])
+    return above
+
+
 Ints = Sequence[int] | np.ndarray | torch.Tensor
 Ragged = Sequence[Sequence[int]] | np.ndarray
 
@@ -193,20 +238,29 @@ def tir_metrics(sims: Scores, text_image: Ints, ks: Sequence[int] = (1, 5, 10), 
     t_img = _ints(text_image)
     out = {f"t2i_R@{k}": v for k, v in recall_from_ranks(ranks_for(sims, t_img[:, None]), ks).items()}
     if i2t:
-        out.update(i2t_metrics(Transposed(sims), t_img, ks))
+        if isinstance(sims, RowSource):
+            raise TypeError("pass a transposed RowSource to i2t_metrics instead of tir_metrics(<RowSource>, i2t=True)")
+        best = column_best_ranks(sims, _captions_of(t_img, sims.shape[1]))
+        out.update({f"i2t_R@{k}": v for k, v in recall_from_ranks(best[:, None], ks).items()})
     out["rsum"] = sum(out.values())
     return out
 
 
-def i2t_metrics(sims_i2t: Scores, text_image: Ints, ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
-    """Image→text R@K from an (n_images, n_texts) source; an image's positives are its captions."""
-    t_img = _ints(text_image)
-    lists: list[list[int]] = [[] for _ in range(sims_i2t.shape[0])]
-    for t, i in enumerate(t_img.tolist()):
+def _captions_of(text_image: np.ndarray, n_images: int) -> np.ndarray:
+    """(n_images, P) padded caption indices of each image, ascending; every image needs one."""
+    lists: list[list[int]] = [[] for _ in range(n_images)]
+    for t, i in enumerate(text_image.tolist()):
         lists[i].append(t)
     pos = pad_lists(lists)
     _check_has_positive(pos)
-    return {f"i2t_R@{k}": v for k, v in recall_from_ranks(ranks_for(sims_i2t, pos), ks).items()}
+    return pos
+
+
+def i2t_metrics(sims_i2t: Scores, text_image: Ints, ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+    """Image→text R@K from an (n_images, n_texts) source; an image's positives are its captions."""
+    pos = _captions_of(_ints(text_image), sims_i2t.shape[0])
+    best = best_ranks_for(sims_i2t, pos)
+    return {f"i2t_R@{k}": v for k, v in recall_from_ranks(best[:, None], ks).items()}
 
 
 def positives_by_label(query_labels: Ints, gallery_labels: Ints) -> np.ndarray:

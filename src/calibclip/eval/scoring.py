@@ -20,11 +20,13 @@ class FeatureSims:
 
 
 class CalibratedSims:
-    """CalibCLIP ranking as a row source: ``discriminative_scores`` over the whole gallery, per chunk.
+    """CalibCLIP ranking as a row source: the order ``discriminative_scores`` gives the whole gallery, per chunk.
 
     Its ranking (plain top-K candidates re-ranked by s0 + λ·cos(t̃, ṽ), the rest below in plain order)
-    is turned into strictly decreasing pseudo-scores n, n-1, …, 1 so every metric reads exactly that
-    order; the metrics' tie rule therefore never applies on this path.
+    comes as scores whose descending order under the metrics' tie rule is exactly that ranking:
+    ``calib.ranking_scores`` (one product per block, no sort of whole rows). A ``calibclip.calib``
+    without it is read through ``discriminative_scores(..., k=n)`` as strictly decreasing
+    pseudo-scores n, n-1, …, 1.
     """
 
     def __init__(self, q_plain: np.ndarray, q_dcc: np.ndarray, g_plain: np.ndarray, g_cve: np.ndarray,
@@ -37,11 +39,15 @@ class CalibratedSims:
         self.shape = (len(self.q_plain), len(self.g_plain))
 
     def rows(self, start: int, stop: int) -> np.ndarray:
-        from calibclip.calib import discriminative_scores
+        import calibclip.calib as calib
 
+        ranking_scores = getattr(calib, "ranking_scores", None)
+        if ranking_scores is not None:
+            return ranking_scores(self.q_plain[start:stop], self.q_dcc[start:stop], self.g_plain, self.g_cve,
+                                  self.cfg)
         n = self.shape[1]
-        _, order = discriminative_scores(self.q_plain[start:stop], self.q_dcc[start:stop], self.g_plain, self.g_cve,
-                                         self.cfg, n)
+        _, order = calib.discriminative_scores(self.q_plain[start:stop], self.q_dcc[start:stop], self.g_plain,
+                                               self.g_cve, self.cfg, n)
         order = np.asarray(order.cpu() if hasattr(order, "cpu") else order, dtype=np.int64)
         out = np.zeros((stop - start, n), dtype=np.float32)  # items missing from the ranking (if any) go last
         np.put_along_axis(out, order, np.arange(n, n - order.shape[1], -1, dtype=np.float32)[None, :], axis=1)

@@ -1,0 +1,45 @@
+"""Exact search over the in-memory rows: same top-k as a full stable sort, ties to the lower position."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import calibclip.index.exact as exact
+from calibclip.index import Index
+from calibclip.index.exact import exact_search
+
+
+@pytest.mark.parametrize("levels", [None, 1])
+@pytest.mark.parametrize("m", [1, 5])
+def test_exact_search_equals_full_sort(levels, m, monkeypatch):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(500, 16)).astype(np.float32)
+    q = rng.normal(size=(m, 16)).astype(np.float32)
+    if levels:
+        x, q = np.round(x * levels), np.round(q * levels)  # integer entries: exact ties in the scores
+    monkeypatch.setattr(exact, "BLOCK_FLOATS", 1000)  # several query blocks
+    s = q @ x.T
+    want = np.argsort(-s, axis=1, kind="stable")[:, :10]
+    scores, pos = exact_search(x, q, 10)
+    np.testing.assert_array_equal(pos, want)
+    # blocks of another height may take another BLAS kernel: float32 sums of 16 products differ by ~16 ulp
+    np.testing.assert_allclose(scores, np.take_along_axis(s, want, 1), rtol=2e-6, atol=1e-6)
+    assert scores.dtype == np.float32 and pos.dtype == np.int64
+    assert exact_search(x, q, 0)[1].shape == (m, 0) and exact_search(x[:3], q, 10)[1].shape == (m, 3)
+
+
+def test_index_exact_search_keeps_one_copy_of_the_rows(tmp_path, tiny_encoder):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(6):
+        Image.fromarray((np.random.RandomState(i).rand(20, 24, 3) * 255).astype("uint8")).save(folder / f"{i}.png")
+    index = Index.build(folder, tiny_encoder, out=tmp_path / "p.idx", batch_size=4, num_workers=0, progress=False,
+                        dtype="float32", index_type="exact")
+    emb = index.embeddings()
+    scores, pos = index.search_vectors(emb[:2], 3)
+    want = np.argsort(-(emb[:2] @ emb.T), axis=1, kind="stable")[:, :3]
+    np.testing.assert_array_equal(pos, want)
+    np.testing.assert_array_equal(scores, np.take_along_axis(emb[:2] @ emb.T, want, 1))
+    assert index._faiss is None  # no FAISS copy of the rows beside the matrix
