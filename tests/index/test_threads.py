@@ -1,0 +1,40 @@
+"""Indexing threads: decode workers only where a core is spare beside the model's threads."""
+
+from __future__ import annotations
+
+import os
+
+from calibclip.index import embed
+from calibclip.index.embed import thread_plan
+
+
+def test_thread_plan_by_cores():
+    assert thread_plan(1) == (0, 1)
+    assert thread_plan(2) == (0, 2)  # no worker beside torch's threads on 2 cores
+    assert thread_plan(3) == (1, 2)
+    assert thread_plan(8) == (2, 6)
+    assert thread_plan(64) == (4, 60)
+    assert thread_plan(2, num_workers=1) == (1, 1) and thread_plan(1, num_workers=3) == (3, 1)
+
+
+def test_usable_cores_follow_affinity(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 5}, raising=False)
+    assert embed.usable_cores() == 3 and embed.default_workers() == 1
+
+
+def test_index_folder_restores_torch_threads(tmp_path, tiny_encoder, monkeypatch):
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from calibclip.index import Index
+
+    (tmp_path / "p").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), "uint8")).save(tmp_path / "p" / "a.png")
+    seen = []
+    real = embed.embed_into
+    monkeypatch.setattr(embed, "embed_into", lambda *a, **k: (seen.append(torch.get_num_threads()), real(*a, **k))[1])
+    monkeypatch.setattr(embed, "usable_cores", lambda: 1)
+    before = torch.get_num_threads()
+    Index.build(tmp_path / "p", tiny_encoder, out=tmp_path / "p.idx", progress=False)
+    assert seen == [1] and torch.get_num_threads() == before
