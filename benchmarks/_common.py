@@ -14,7 +14,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+if not os.environ.get("PYTHONPATH"):  # PYTHONPATH=… wins, so another checkout can be measured ("before")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 
 def machine() -> str:

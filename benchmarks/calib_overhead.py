@@ -4,7 +4,8 @@
 
 Without --model, a randomly initialised CLIP of ViT-B/16 size is built in memory (vision 768×12 at
 224 px / patch 16, text 512×12): random weights cost the same per token as trained ones. Baseline and
-calibrated runs alternate and the median of each is taken, so load from other processes hits both.
+calibrated runs alternate, so load from other processes hits both; the per-round ratio is printed as
+min/median/max.
 Targets (issue 4): image side <= 1.15x, text side <= 1.3x of the plain encode time.
 
 The image side is timed twice: with the default config (on a random model CVE may find nothing to
@@ -21,9 +22,11 @@ import tempfile
 import time
 from collections.abc import Callable
 
-import torch
+from _common import machine  # noqa: E402  (puts src/ on sys.path)
 
-from calibclip.calib import CalibConfig, image_feature_set, text_feature_set
+import torch  # noqa: E402
+
+from calibclip.calib import CalibConfig, image_feature_set, text_feature_set  # noqa: E402
 
 QUERIES = ["a woman with a black backpack and white shoes walking",
            "a man in a red jacket riding a bike down the street",
@@ -50,8 +53,9 @@ def base_like_encoder(device: str):
     return HFClipEncoder(model, tok, proc, name="random-vit-b16", device=device)
 
 
-def paired_medians(base: Callable[[], object], calib: Callable[[], object], repeats: int) -> tuple[float, float]:
-    """Median seconds of ``base`` and ``calib``, run alternately after one warm-up each."""
+def paired_times(base: Callable[[], object], calib: Callable[[], object], repeats: int
+                 ) -> tuple[list[float], list[float]]:
+    """Seconds of ``base`` and ``calib`` per round, run alternately after one warm-up each."""
     base(), calib()
     tb, tc = [], []
     for _ in range(repeats):
@@ -63,7 +67,7 @@ def paired_medians(base: Callable[[], object], calib: Callable[[], object], repe
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
             acc.append(time.perf_counter() - t0)
-    return statistics.median(tb), statistics.median(tc)
+    return tb, tc
 
 
 def main() -> None:
@@ -82,6 +86,7 @@ def main() -> None:
         enc = calibclip.load(args.model, device=args.device)
     else:
         enc = base_like_encoder(args.device)
+    print(machine())
     print(f"model {enc.name}, grid {enc.grid}, device {enc.device}, threads {torch.get_num_threads()}")
 
     size = enc.model.config.vision_config.image_size
@@ -93,18 +98,20 @@ def main() -> None:
         from calibclip.calib import cve_analysis
 
         treated = int((cve_analysis(enc, pv, default).w != 1).any(dim=1).sum())
-        rows = [("image, default config", *paired_medians(lambda: enc.image_features(pv),
+        rows = [("image, default config", *paired_times(lambda: enc.image_features(pv),
                                                           lambda: image_feature_set(enc, pv, default), args.repeats),
                  1.15, f"{treated}/{args.images} images recomputed"),
-                ("image, recompute forced", *paired_medians(lambda: enc.image_features(pv),
+                ("image, recompute forced", *paired_times(lambda: enc.image_features(pv),
                                                             lambda: image_feature_set(enc, pv, forced), args.repeats),
                  1.15, f"{args.images}/{args.images} images recomputed"),
-                ("text, DCC keys mask", *paired_medians(lambda: enc.text_features(texts),
+                ("text, DCC keys mask", *paired_times(lambda: enc.text_features(texts),
                                                         lambda: text_feature_set(enc, texts, default), args.repeats),
                  1.3, f"{args.texts} queries")]
-    print(f"{'side':26s} {'plain s':>9s} {'calib s':>9s} {'ratio':>7s} {'target':>7s}  note")
+    print(f"{'side':26s} {'plain s':>9s} {'calib s':>9s} {'ratio min/med/max':>20s} {'target':>7s}  note")
     for name, tb, tc, target, note in rows:
-        print(f"{name:26s} {tb:9.4f} {tc:9.4f} {tc / tb:6.2f}x {target:6.2f}x  {note}")
+        ratios = [c / b for b, c in zip(tb, tc)]
+        spread = f"{min(ratios):.2f}/{statistics.median(ratios):.2f}/{max(ratios):.2f}x"
+        print(f"{name:26s} {statistics.median(tb):9.4f} {statistics.median(tc):9.4f} {spread:>20s} {target:6.2f}x  {note}")
 
 
 if __name__ == "__main__":

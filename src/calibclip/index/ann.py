@@ -5,7 +5,8 @@ returns *positions* (0..n-1, the order the vectors were given in) as ids.
 
 Kinds:
 
-- ``flat``      exact search (``IndexFlatIP``); memory 4·n·D bytes.
+- ``flat``      exact search; memory 4·n·D bytes. No file is written for it: ``Index`` searches its
+                in-memory rows with numpy (:mod:`calibclip.index.exact`); ``build_ann`` gives ``IndexFlatIP``.
 - ``ivf-flat``  inverted lists over a k-means coarse quantiser, raw vectors in the lists;
                 same memory as flat, scans only ``nprobe`` of ``nlist`` lists.
 - ``ivf-pq``    inverted lists of product-quantised codes (``m`` bytes per vector with 8-bit
