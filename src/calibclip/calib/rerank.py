@@ -9,6 +9,7 @@ Ties are broken by ascending gallery index (the evaluation's tie rule).
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from calibclip.blas import search_blas
 from calibclip.calib.config import CalibConfig
@@ -39,8 +40,9 @@ def top_k_desc(scores: np.ndarray, k: int) -> np.ndarray:
         return np.zeros((len(scores), 0), np.int64)
     if k == n:
         return np.argsort(-scores, axis=1, kind="stable")
-    # O(n) selection of the k largest (no negated copy of the row), then one sort of k values
-    part = np.argpartition(scores, n - k, axis=1)[:, n - k:]
+    # O(n) selection of the k largest (torch.topk: several times faster than numpy's argpartition
+    # on float32 rows, and threaded over rows), then one sort of k values with the tie rule
+    part = torch.topk(torch.from_numpy(np.ascontiguousarray(scores)), k, dim=1, sorted=False).indices.numpy()
     top, vals = sort_desc_by_id(part, np.take_along_axis(scores, part, 1))
     kth = vals[:, -1:]
     # argpartition picks arbitrarily among values tied at the boundary; redo those rare rows exactly
