@@ -42,7 +42,8 @@ def top_k_desc(scores: np.ndarray, k: int) -> np.ndarray:
         return np.argsort(-scores, axis=1, kind="stable")
     # O(n) selection of the k largest (torch.topk: several times faster than numpy's argpartition
     # on float32 rows, and threaded over rows), then one sort of k values with the tie rule
-    part = torch.topk(torch.from_numpy(np.ascontiguousarray(scores)), k, dim=1, sorted=False).indices.numpy()
+    rows = np.require(scores, requirements=["C", "W"])  # torch.from_numpy needs a writable buffer (no copy if so)
+    part = torch.topk(torch.from_numpy(rows), k, dim=1, sorted=False).indices.numpy()
     top, vals = sort_desc_by_id(part, np.take_along_axis(scores, part, 1))
     kth = vals[:, -1:]
     # argpartition picks arbitrarily among values tied at the boundary; redo those rare rows exactly
