@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 import numpy as np
@@ -39,8 +40,7 @@ class CalibratedSims:
         self.shape = (len(self.q_plain), len(self.g_plain))
 
     def rows(self, start: int, stop: int) -> np.ndarray:
-        import calibclip.calib as calib
-
+        calib = importlib.import_module("calibclip.calib")  # the module as loaded (lazy: eval need not import it)
         ranking_scores = getattr(calib, "ranking_scores", None)
         if ranking_scores is not None:
             return ranking_scores(self.q_plain[start:stop], self.q_dcc[start:stop], self.g_plain, self.g_cve,
