@@ -16,6 +16,8 @@ DCC_MASK_MODES = ("keys", "delete", "pad-token")
 
 # Fields that change the stored image features; the others act at query time only.
 IMAGE_FIELDS = ("cve", "target_sigma", "tau_d", "tau_s", "gamma")
+# Fields that act only on the scores (re-ranking): neither image nor query features change with them.
+SCORE_FIELDS = ("disc_sim", "rerank_k", "lam")
 
 
 @dataclass(frozen=True)

@@ -50,11 +50,25 @@ def eval_cmd(
                                    help="Gallery feature cache (default ~/.cache/calibclip/eval)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write cached gallery features."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    sweep: list[str] = typer.Option(None, "--sweep", help="FIELD=V1,V2,… of CalibConfig (lam, dcc_k, rerank_k, "
+                                    "…); repeat for a grid. Writes one table (results/sweep-*.md/.json)."),
+    pick_best: str = typer.Option(None, "--pick-best", help="With --sweep: the metric to maximise, e.g. R@1."),
+    write_config: Path = typer.Option(None, "--write-config", help="With --pick-best: save the best CalibConfig "
+                                      "as TOML (use it with --calib-config)."),
 ) -> None:
     """Evaluate a model on a benchmark with its official protocol; writes results/<dataset>-<model>-<config>.json."""
     from calibclip.eval.report import append_markdown, results_table, summary_lines
     from calibclip.eval.runner import EvalSpec, evaluate, evaluate_many
 
+    if sweep:
+        if compare or rtd is not None:
+            raise UserError("--sweep varies CalibCLIP settings: drop --compare/--rtd.")
+        return _sweep(sweep, pick_best, write_config, EvalSpec(
+            dataset=dataset, root=root, model=model, mode="calib", split=split, calib_config=calib_config, phi=phi,
+            prompt=prompt, batch_size=batch_size, device=device, progress=not quiet,
+            cache_dir=None if no_cache else (cache_dir or default_cache_dir())), results_dir)
+    if pick_best or write_config:
+        raise UserError("--pick-best/--write-config need --sweep.")
     if compare:
         modes = [m.strip() for m in compare.split(",") if m.strip()]
         if len(modes) < 2:
@@ -78,3 +92,32 @@ def eval_cmd(
         for r in results:
             append_markdown(markdown, r)
         console.print(f"appended {len(results)} row(s) to {markdown}", highlight=False)
+
+
+def _sweep(items: list[str], pick_best: str | None, write_config: Path | None, spec, results_dir: Path) -> None:
+    """Run a --sweep grid, print and write its table, optionally save the best setting."""
+    from rich.markup import escape
+
+    from calibclip.cli.common import err_console
+    from calibclip.eval.runner import slug
+    from calibclip.eval.sweep import markdown_table, parse_sweeps, run_sweep, write_best_config, write_sweep
+
+    if write_config is not None and not pick_best:
+        raise UserError("--write-config needs --pick-best METRIC (e.g. --pick-best R@1).")
+    grid = parse_sweeps(items)
+    result = run_sweep(spec, grid, say=lambda m: console.print(escape(m), highlight=False))
+    first = result.points[0].result
+    console.print(escape(markdown_table(result)), highlight=False)
+    stem = Path(results_dir) / f"sweep-{first.dataset}.{first.split}-{slug(first.model)}-{'-'.join(grid)}"
+    for p in write_sweep(result, stem):
+        console.print(f"wrote {escape(str(p))}", highlight=False)
+    if pick_best:
+        best = result.best(pick_best)
+        console.print(f"best {escape(pick_best)} = {best.result.metrics[pick_best]:.2f} at {escape(str(best.params))}"
+                      f" (baseline {result.points[0].result.metrics[pick_best]:.2f})", highlight=False)
+        if first.split == "test":
+            err_console.print("[yellow]warning:[/yellow] picking settings on the test split over-fits it; sweep a "
+                              "validation split (--split val) and report test once with the chosen config.",
+                              highlight=False)
+        if write_config is not None:
+            console.print(f"wrote {escape(str(write_best_config(best, write_config)))}", highlight=False)

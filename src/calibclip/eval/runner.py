@@ -122,7 +122,8 @@ def slug(text: str) -> str:
 def config_label(spec: EvalSpec, calib: Any) -> str:
     """Row name: base / calib[-<fp>] / rtd-<ckpt>, plus +<phi> for composed retrieval."""
     label = spec.mode
-    if spec.mode == "calib" and spec.calib_config is not None:
+    if spec.mode == "calib" and calib is not None and (spec.calib_config is not None
+                                                       or _calib_dict(calib) != _calib_dict(type(calib)())):
         label += f"-{_sha(_calib_dict(calib), 6)}"
     if spec.mode == "rtd" and spec.rtd is not None:
         label += f"-{slug(Path(spec.rtd).stem)}"
@@ -239,21 +240,53 @@ class FeatureCache:
                 atomic_save_npy(p, arr.astype(np.float32))
 
 
+def _image_side(calib: Any) -> dict | None:
+    """The calibration fields that change gallery features (CVE); DCC and re-ranking knobs do not."""
+    d = _calib_dict(calib)
+    if d is None:
+        return None
+    from calibclip.calib.config import IMAGE_FIELDS
+
+    return {k: v for k, v in d.items() if k in IMAGE_FIELDS}
+
+
+def _query_side(calib: Any) -> dict | None:
+    """The calibration fields that change query features (all but the score-only re-ranking knobs)."""
+    d = _calib_dict(calib)
+    if d is None:
+        return None
+    from calibclip.calib.config import SCORE_FIELDS
+
+    return {k: v for k, v in d.items() if k not in SCORE_FIELDS}
+
+
 def gallery_features(enc: Any, paths: list[Path], key: str, cache: FeatureCache, batch_size: int,
-                     progress: bool, boxes: list[Any] | None = None) -> tuple[dict[str, np.ndarray], bool]:
-    """Gallery feature sets for ``enc`` (cached); returns (features, came_from_cache)."""
+                     progress: bool, boxes: list[Any] | None = None, memo: dict | None = None
+                     ) -> tuple[dict[str, np.ndarray], bool]:
+    """Gallery feature sets for ``enc`` (cached on disk, and in ``memo`` when given); (features, from_cache).
+
+    The "cve" set is keyed by the image-side calibration fields only, so a sweep of DCC / re-ranking
+    knobs encodes each gallery image once.
+    """
     calib = enc.calibration
     fps = {"plain": "plain"}
     if calib is not None:
-        fps["cve"] = _sha(_calib_dict(calib))
+        fps["cve"] = _sha(_image_side(calib))
+    mkey = ("gallery", key, tuple(sorted(fps.items())))
+    if memo is not None and mkey in memo:
+        return memo[mkey], True
     hit = cache.load(key, fps)
-    if hit is not None:
-        return hit, True
-    feats = encode_gallery(enc, paths, batch_size, progress, f"gallery {key.split('-')[0]}", boxes)
-    if calib is not None and "cve" not in feats:  # calibration with CVE switched off: the plain features serve
-        feats["cve"] = feats["plain"]
-    cache.save(key, feats, fps)
-    return feats, False
+    if hit is None:
+        hit = encode_gallery(enc, paths, batch_size, progress, f"gallery {key.split('-')[0]}", boxes)
+        if calib is not None and "cve" not in hit:  # calibration with CVE switched off: the plain features serve
+            hit["cve"] = hit["plain"]
+        cache.save(key, hit, fps)
+        cached = False
+    else:
+        cached = True
+    if memo is not None:
+        memo[mkey] = hit
+    return hit, cached
 
 
 def encode_texts(enc: Any, texts: list[str], batch_size: int, progress: bool) -> dict[str, np.ndarray]:
@@ -416,11 +449,13 @@ def _apply_rtd(enc: Any, spec: EvalSpec) -> None:
     load_rtd(enc, spec.rtd)
 
 
-def evaluate(spec: EvalSpec, enc: Any = None) -> EvalResult:
+def evaluate(spec: EvalSpec, enc: Any = None, calib: Any = None, memo: dict | None = None) -> EvalResult:
     """Run one configuration on one benchmark; write ``results/<dataset>-<model>-<config>.json``.
 
     ``enc``: an already loaded encoder to reuse (its ``calibration`` is set for this row, and an rtd row
-    swaps its text tower in place); else loaded from ``spec.model``.
+    swaps its text tower in place); else loaded from ``spec.model``. ``calib``: a CalibConfig for a calib
+    row instead of ``spec.calib_config``. ``memo``: a dict kept across calls (a sweep) that holds gallery
+    and query features in memory, keyed by what changes them.
     """
     t_start = time.perf_counter()
     if spec.mode not in MODES:
@@ -435,7 +470,10 @@ def evaluate(spec: EvalSpec, enc: Any = None) -> EvalResult:
     proto = _prompt(spec) if task == "cir" else None  # a bad --prompt fails before any reading
     parts = read_dataset(name, spec.root, split)
     data_fp = fingerprint([f for p in parts for f in p.files], [x for p in parts for x in p.image_paths])
-    calib = load_calib_config(spec.calib_config) if spec.mode == "calib" else None
+    if spec.mode != "calib":
+        calib = None
+    elif calib is None:
+        calib = load_calib_config(spec.calib_config)
     if enc is None:
         enc = _load_encoder(spec, calib)
     else:
@@ -471,14 +509,20 @@ def evaluate(spec: EvalSpec, enc: Any = None) -> EvalResult:
         key = f"{name}-{split}-{pname}-{model_key}-{data_fp}"
         with precision_context(enc, precision):
             g, cached = gallery_features(enc, part.image_paths, key, cache, spec.batch_size, spec.progress,
-                                         getattr(part, "boxes", None))
+                                         getattr(part, "boxes", None), memo)
             cached_all &= cached
             t1 = time.perf_counter()
-            if isinstance(part, RetrievalSet):
+            qkey = ("queries", key, _sha([_query_side(calib), spec.mode, str(spec.phi), str(spec.rtd),
+                                          proto.settings() if proto is not None else None]))
+            if memo is not None and qkey in memo:
+                q = memo[qkey]
+            elif isinstance(part, RetrievalSet):
                 q = encode_texts(enc, part.texts, max(spec.batch_size, 64), spec.progress)
             else:
                 q = encode_composed_queries(enc, part, phi, proto.prompt, spec.batch_size, spec.progress,
                                             proto.fashioniq)
+            if memo is not None:
+                memo[qkey] = q
         t2 = time.perf_counter()
         per_part[pname], src = _part_metrics(part, q, g, calib, notes)
         if sub_path is not None and isinstance(part, ComposedSet):
