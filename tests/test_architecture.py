@@ -18,7 +18,7 @@ LAYERS = [
     {"calib"},
     {"cir"},
     {"index", "eval", "explain"},
-    {"demo", "serve"},
+    {"demo", "serve", "reproduce"},
     {"cli"},
 ]
 LEVEL = {name: i for i, layer in enumerate(LAYERS) for name in layer}

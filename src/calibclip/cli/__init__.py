@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from calibclip.cli import cir, demo, eval, explain, index, rtd, serve
+from calibclip.cli import cir, demo, eval, explain, index, reproduce, rtd, serve
 from calibclip.cli.common import user_errors
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -23,6 +23,7 @@ app.add_typer(rtd.rtd_app, name="rtd")
 app.command("train-phi")(user_errors(cir.train_phi_cmd))
 app.command("eval")(user_errors(eval.eval_cmd))
 app.command("explain")(user_errors(explain.explain_cmd))
+app.command("reproduce")(user_errors(reproduce.reproduce_cmd))
 app.command("synth")(user_errors(demo.synth_cmd))
 app.command("demo")(user_errors(demo.demo_cmd))
 
