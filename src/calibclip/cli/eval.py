@@ -65,8 +65,8 @@ def eval_cmd(
             raise UserError("--sweep varies CalibCLIP settings: drop --compare/--rtd.")
         return _sweep(sweep, pick_best, write_config, EvalSpec(
             dataset=dataset, root=root, model=model, mode="calib", split=split, calib_config=calib_config, phi=phi,
-            prompt=prompt, batch_size=batch_size, device=device, progress=not quiet,
-            cache_dir=None if no_cache else (cache_dir or default_cache_dir())), results_dir)
+            prompt=prompt, prompt_preset=prompt_preset, batch_size=batch_size, device=device, precision=precision,
+            progress=not quiet, cache_dir=None if no_cache else (cache_dir or default_cache_dir())), results_dir)
     if pick_best or write_config:
         raise UserError("--pick-best/--write-config need --sweep.")
     if compare:

@@ -20,7 +20,7 @@ from calibclip.errors import UserError
 PRESET_FILES = ("calibclip.toml", "rtd.toml", "synth.toml")
 DEFAULT_TOLERANCE = 0.5  # points: |measured - published| above this is marked
 MODES = ("base", "calib", "rtd")
-PRECISIONS = ("fp32", "fp16", "bf16")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16", "fp16-weights")
 
 
 @dataclass(frozen=True)
@@ -39,8 +39,9 @@ class Row:
     method: str = ""  # projection method of a composed row: lincir, searle, pic2word
     phi: str | None = None  # φ checkpoint file name (official release name) looked up in --weights
     rtd: str | None = None  # RTD text-tower checkpoint file name looked up in --weights
-    prompt: str = "a photo of $ that {}"
-    precision: str = "fp32"
+    prompt: str | None = None  # free-text composed-query template; None: prompt_preset
+    prompt_preset: str | None = None  # cir.prompts preset (rtd, searle, lincir, pic2word); None: the rtd one
+    precision: str = "auto"  # as `calibclip eval --precision`: auto = the benchmark's official one on CUDA
     calib: dict[str, Any] = field(default_factory=dict)  # CalibConfig fields for a calib row
     published: dict[str, float] = field(default_factory=dict)
     tolerance: float = DEFAULT_TOLERANCE
@@ -72,7 +73,7 @@ def _row(d: dict[str, Any], source: str, paper: str) -> Row:
     d["metrics"] = tuple(d["metrics"])
     if d.get("mode", "base") not in MODES:
         raise UserError(f"{where}: mode {d['mode']!r} is not one of {', '.join(MODES)}.")
-    if d.get("precision", "fp32") not in PRECISIONS:
+    if d.get("precision", "auto") not in PRECISIONS:
         raise UserError(f"{where}: precision {d['precision']!r} is not one of {', '.join(PRECISIONS)}.")
     extra = sorted(set(d.get("published", {})) - set(d["metrics"]))
     if extra:

@@ -68,7 +68,8 @@ class RowOutcome:
     def to_dict(self) -> dict[str, Any]:
         r = self.row
         return {"id": r.id, "paper": r.paper, "dataset": r.dataset, "split": r.split, "model": r.model,
-                "mode": r.mode, "phi": r.phi, "rtd": r.rtd, "prompt": r.prompt, "precision": r.precision,
+                "mode": r.mode, "phi": r.phi, "rtd": r.rtd, "prompt": r.prompt, "prompt_preset": r.prompt_preset,
+                "precision": r.precision,
                 "calib": r.calib, "source": r.source, "tolerance": r.tolerance, "ran": self.ran,
                 "missing": self.missing, "result_json": self.result_path, "notes": self.notes,
                 "seconds": round(self.seconds, 2), "metrics": self.comparison()}
@@ -148,7 +149,7 @@ def run_row(row: Row, inp: Inputs, out_dir: Path, cache_dir: Path | None, device
     t0 = time.perf_counter()
     spec = EvalSpec(dataset=row.dataset, root=inp.root, model=str(inp.model), mode=row.mode, split=row.split,
                     calib_config=_calib_toml(row, out_dir), phi=inp.phi, rtd=inp.rtd, prompt=row.prompt,
-                    device=device, cache_dir=cache_dir, results_dir=out_dir / "results", progress=progress,
+                    prompt_preset=row.prompt_preset, precision=row.precision, device=device, cache_dir=cache_dir, results_dir=out_dir / "results", progress=progress,
                     submission=out_dir / "submissions" / f"{row.id}.json" if row.split.startswith("test")
                     and row.dataset in ("cirr", "circo") else None)
     res = evaluate(spec)
@@ -160,8 +161,6 @@ def run_row(row: Row, inp: Inputs, out_dir: Path, cache_dir: Path | None, device
                          f"{', '.join(res.submission)}")
     elif absent:
         out.notes.append(f"the runner does not report {', '.join(absent)}")
-    if row.precision != "fp32":
-        out.notes.append(f"published run used {row.precision}; the runner evaluates in fp32")
     if row.expect_images is not None and res.counts["images"] != row.expect_images:
         out.notes.append(f"gallery has {res.counts['images']} images, the published run {row.expect_images}: "
                          "numbers are not directly comparable")
