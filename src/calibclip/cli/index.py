@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from calibclip.cli import common
-from calibclip.cli.common import console, err_console, print_hits
+from calibclip.cli.common import console, escape, print_hits
 from calibclip.errors import UserError
 
 
@@ -37,6 +37,8 @@ def index_cmd(
     from calibclip.index import Index, default_index_path
     from calibclip.index.store import EmbeddingStore
 
+    if ray is None and not Path(folder).is_dir():  # before the model loads: fail fast
+        raise UserError(f"{folder}: not a directory; pass the folder of images to index.")
     if out is None:  # a URL source (s3://bucket/images/) gets ./images.idx
         out = Path(folder.rstrip("/").rsplit("/", 1)[-1] + ".idx") if "://" in folder else default_index_path(folder)
     if model is None and (out / "meta.sqlite").exists():
@@ -55,12 +57,12 @@ def index_cmd(
         index = Index.build(folder, enc, out=out, batch_size=batch_size, num_workers=num_workers, dtype=dtype,
                             progress=not quiet, rebuild=rebuild, **ann_kw)
     s = index.last_summary
-    console.print(f"[green]indexed[/green] {out}: {s.added} added, {s.unchanged} unchanged, {s.removed} removed, "
+    console.print(f"[green]indexed[/green] {escape(str(out))}: {s.added} added, {s.unchanged} unchanged, {s.removed} removed, "
                   f"{len(s.failed)} skipped, {len(index)} total ({s.images_per_second:.1f} img/s)")
     if s.failed:
         console.print(f"[yellow]{len(s.failed)} file(s) skipped:[/yellow]")
         for path, reason in s.failed:
-            console.print(f"  {reason}", highlight=False)
+            console.print(f"  {escape(reason)}", highlight=False)
     a = index.ann_report
     if a is not None and a.kind != "flat":
         console.print(f"search index: {a.kind} ({a.factory}), recall@10 {a.recall10:.3f} vs exact on {a.queries} "
@@ -139,7 +141,6 @@ def search_cmd(
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             hits = index.search(query, k=top_k)
-        for w in caught:
-            err_console.print(f"[yellow]warning:[/yellow] {w.message}", highlight=False)
+        common.print_warnings(caught)
         title = f"\"{query}\""
     print_hits(hits, as_json, title)

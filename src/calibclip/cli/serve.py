@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from calibclip.cli import common
-from calibclip.cli.common import console, err_console
+from calibclip.cli.common import console, escape
 from calibclip.errors import UserError
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -63,9 +63,9 @@ def serve_cmd(
     cfg = ServeConfig(api_key=api_key or None, cors_origins=tuple(cors_origin or ()), max_upload_mb=max_upload_mb)
     app = create_app(index_path, encoder=enc, phi=loaded_phi, calibration=calibration, config=cfg)
     if host not in LOOPBACK and not cfg.api_key:
-        err_console.print(f"[yellow]warning:[/yellow] serving on {host} without an API key: anyone who can reach "
-                          "this port can search and view the collection. Set --api-key or CALIBCLIP_API_KEY.")
-    console.print(f"serving {index_path} ({app.state.searcher.snapshot.size} images) on http://{host}:{port}"
+        common.warn(f"serving on {host} without an API key: anyone who can reach this port can search and view "
+                    "the collection. Set --api-key or CALIBCLIP_API_KEY.")
+    console.print(f"serving {escape(str(index_path))} ({app.state.searcher.snapshot.size} images) on http://{host}:{port}"
                   f"{'  (API key required)' if cfg.api_key else ''}")
     # no access log: request URLs may carry ?api_key=
     uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
