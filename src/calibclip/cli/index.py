@@ -32,6 +32,14 @@ def index_cmd(
     max_memory: str = typer.Option(None, "--max-memory", help="Memory budget of the search index, e.g. 24G."),
     ray: str = typer.Option(None, "--ray", help="Embed on a Ray cluster: local (in-process), auto, or "
                             "ray://head:10001 (needs `pip install 'calibclip[ray]'`)."),
+    follow_symlinks: bool = typer.Option(None, "--follow-symlinks/--no-follow-symlinks", show_default=False,
+                                         help="Also index symlinks that point outside FOLDER (default: as last "
+                                         "built, else no: they are skipped with a warning; links inside FOLDER "
+                                         "are always followed)."),
+    verify: bool = typer.Option(False, "--verify", help="Re-hash every file and re-embed those whose bytes "
+                                "changed although size and mtime did not."),
+    no_wait: bool = typer.Option(False, "--no-wait", help="Fail at once when another `calibclip index` is "
+                                 "writing the same index (default: wait for it)."),
 ) -> None:
     """Index a folder of images (adds new/changed files only; resumes after an interrupt)."""
     from calibclip.index import Index, default_index_path
@@ -42,7 +50,14 @@ def index_cmd(
     if out is None:  # a URL source (s3://bucket/images/) gets ./images.idx
         out = Path(folder.rstrip("/").rsplit("/", 1)[-1] + ".idx") if "://" in folder else default_index_path(folder)
     if model is None and (out / "meta.sqlite").exists():
-        model = EmbeddingStore(out).get_info("model")
+        try:
+            store = EmbeddingStore(out)
+        except UserError:
+            if not rebuild:  # a damaged index: --rebuild starts it afresh
+                raise
+        else:
+            model = store.get_info("model")
+            store.close()
     model = model or common.default_model()
     enc = common.load_encoder(model, device, common.calibration(calib, calib_config))
     from calibclip.index.ann import parse_memory
@@ -52,11 +67,14 @@ def index_cmd(
         from calibclip.index.distributed import index_distributed
 
         index = index_distributed(folder, enc, model=model, out=out, address=ray, batch_size=batch_size, dtype=dtype,
-                                  device=device, progress=not quiet, rebuild=rebuild, **ann_kw)
+                                  device=device, progress=not quiet, rebuild=rebuild, wait=not no_wait, **ann_kw)
     else:
         index = Index.build(folder, enc, out=out, batch_size=batch_size, num_workers=num_workers, dtype=dtype,
-                            progress=not quiet, rebuild=rebuild, **ann_kw)
+                            progress=not quiet, rebuild=rebuild, follow_symlinks=follow_symlinks, verify=verify,
+                            wait=not no_wait, **ann_kw)
     s = index.last_summary
+    for line in s.links_skipped:
+        common.warn(line)
     console.print(f"[green]indexed[/green] {escape(str(out))}: {s.added} added, {s.unchanged} unchanged, {s.removed} removed, "
                   f"{len(s.failed)} skipped, {len(index)} total ({s.images_per_second:.1f} img/s)")
     if s.failed:
