@@ -6,7 +6,9 @@ library modules it needs when it runs.
 
 from __future__ import annotations
 
+import errno
 import functools
+import sqlite3
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -33,11 +35,25 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except UserError as exc:
             error_line(str(exc))
             raise typer.Exit(2) from None
+        except (OSError, sqlite3.OperationalError) as exc:
+            if not disk_full(exc):
+                raise
+            where = f" writing {exc.filename}" if getattr(exc, "filename", None) else ""
+            error_line(f"no space left on the device{where}; free some space and run the same command again "
+                       "(everything committed so far is kept).")
+            raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err_console.print("interrupted: everything written so far is kept; run the same command to resume.")
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+def disk_full(exc: BaseException) -> bool:
+    """ENOSPC / EDQUOT from the OS, or SQLite's "database or disk is full"."""
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    return "disk is full" in str(exc)
 
 
 def error_line(message: str) -> None:
@@ -77,6 +93,14 @@ def load_encoder(model: str, device: str, calibration: Any = None) -> Any:
 
     with console.status(f"loading {escape(str(model))}"):
         return load(model, device=device, calibration=calibration)
+
+
+def note_shipped_model(encoder: Any) -> None:
+    """Every run on the shipped synthetic model says so (it silently answered "a cat" with a brick)."""
+    from calibclip.backends.loading import SHIPPED_MODEL_WARNING, is_shipped_model
+
+    if is_shipped_model(encoder):
+        warn(SHIPPED_MODEL_WARNING + ".")
 
 
 def default_model() -> str:

@@ -34,6 +34,7 @@ def explain_cmd(
         raise UserError(f"IMAGE: {exc}") from None
     cfg = common.calibration(True, calib_config)
     enc = common.load_encoder(model or common.default_model(), device)
+    common.note_shipped_model(enc)
     ex = explain(enc, img, query, cfg)
     plot_explanation(ex, out, query)
     n_sup, n_dec = int((ex.weights == 0).sum()), int(((ex.weights > 0) & (ex.weights < 1)).sum())

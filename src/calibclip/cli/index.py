@@ -60,6 +60,7 @@ def index_cmd(
             store.close()
     model = model or common.default_model()
     enc = common.load_encoder(model, device, common.calibration(calib, calib_config))
+    common.note_shipped_model(enc)
     from calibclip.index.ann import parse_memory
 
     ann_kw = dict(index_type=index_type, nlist=nlist, m=pq_m, max_memory=parse_memory(max_memory))
@@ -107,6 +108,8 @@ def search_cmd(
     calib_config: Path = typer.Option(None, "--calib-config", help="TOML file with CalibConfig fields."),
     reencode: bool = typer.Option(False, "--reencode", help="Re-embed the gallery if its calibration differs."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1 ..."),
+    model: str = typer.Option(None, "--model", "-m", help="The index's model in another place (HF id or local "
+                              "folder); refused unless it is the same model (fingerprint and dimension)."),
     nprobe: int = typer.Option(None, "--nprobe", min=1, help="Approximate indexes: IVF lists scanned / HNSW "
                                "efSearch (higher = slower, more accurate); default as built."),
 ) -> None:
@@ -117,7 +120,9 @@ def search_cmd(
     index = Index.open(index_path)
     index.nprobe = nprobe
     cfg = common.calibration(calib, calib_config)
-    enc = common.load_encoder(index.store.get_info("model"), device, cfg)
+    enc = common.load_encoder(model or index.model_to_load(), device, cfg)
+    index.check_model(enc)
+    common.note_shipped_model(enc)
     index.encoder = enc
     if cfg is not None:
         try:

@@ -25,12 +25,13 @@ def serve_cmd(
     calib_config: Path = typer.Option(None, "--calib-config", help="TOML with CalibConfig fields for the "
                                       "CalibCLIP toggle (default: the config the index was built with)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1 ..."),
+    model: str = typer.Option(None, "--model", "-m", help="The index's model in another place (HF id or local "
+                              "folder); refused unless it is the same model (fingerprint and dimension)."),
     cors_origin: list[str] = typer.Option(None, "--cors-origin", help="Allow this browser origin (repeatable); "
                                           "CORS is off by default."),
     max_upload_mb: float = typer.Option(10.0, "--max-upload-mb", min=0.01, help="Largest image upload."),
 ) -> None:
     """Serve an index over HTTP: search API (docs at /docs) and a search page at /."""
-    from calibclip.index.store import EmbeddingStore
 
     try:
         import uvicorn
@@ -46,10 +47,13 @@ def serve_cmd(
     for flag, path in (("--phi", phi), ("--rtd", rtd)):
         if path is not None and not path.exists():
             raise UserError(f"{flag} {path}: no such file.")
-    store = EmbeddingStore(index_path)
-    model = store.get_info("model")
-    store.close()
-    enc = common.load_encoder(model, device)
+    from calibclip.index import Index
+
+    index = Index.open(index_path)
+    enc = common.load_encoder(model or index.model_to_load(), device)
+    index.check_model(enc)
+    index.store.close()
+    common.note_shipped_model(enc)
     if rtd is not None:
         from calibclip.cir.rtd import load_rtd
 

@@ -51,6 +51,25 @@ def _same_image_features(built: dict | None, asked: dict | None) -> bool:
     return CalibConfig.from_dict(built).image_fingerprint() == CalibConfig.from_dict(asked).image_fingerprint()
 
 
+def _model_source(encoder: Encoder) -> str:
+    return encoder.source or encoder.name
+
+
+def same_model(info: dict[str, str], encoder: Encoder) -> bool:
+    """Is ``encoder`` the model an index was built with? By fingerprint when both have one, else by location.
+
+    Indexes from before fingerprints recorded the model as typed; a relative path is compared
+    after resolving it from the current directory (the only meaning it ever had).
+    """
+    built_fp, fp = info.get("model_fingerprint"), encoder.fingerprint
+    if built_fp and fp:
+        return built_fp == fp
+    built = info.get("model")
+    if built is None or built in (encoder.name, _model_source(encoder)):
+        return True
+    return Path(built).expanduser().exists() and str(Path(built).expanduser().resolve()) == _model_source(encoder)
+
+
 def prepare_store(out: Path, encoder: Encoder, dtype: str, rebuild: bool, source: str, wait: bool = True,
                   ) -> EmbeddingStore:
     """Open/create the index at ``out`` as its one writer and check it matches this run's model, CVE and dtype.
@@ -75,7 +94,7 @@ def _check_and_record(store: EmbeddingStore, out: Path, encoder: Encoder, dtype:
     info = store.info()
     calib = _calib_dict(encoder.calibration)
     if info and not rebuild:
-        if info.get("model") != encoder.name:
+        if not same_model(info, encoder):
             raise UserError(f"{out}: built with model '{info.get('model')}', not '{encoder.name}'; "
                             "use the same --model, or --rebuild to re-embed everything.")
         if not _same_image_features(json.loads(info.get("calib", "null")), calib):
@@ -86,8 +105,8 @@ def _check_and_record(store: EmbeddingStore, out: Path, encoder: Encoder, dtype:
                             "or --rebuild.")
     if rebuild:
         store.clear()
-    store.set_info(model=encoder.name, dim=str(encoder.dim), dtype=dtype, calib=json.dumps(calib),
-                   folder=source, format="1")
+    store.set_info(model=_model_source(encoder), model_fingerprint=encoder.fingerprint or "", dim=str(encoder.dim),
+                   dtype=dtype, calib=json.dumps(calib), folder=source, format="1")
 
 
 class Index:
@@ -163,11 +182,39 @@ class Index:
         return json.loads(self.store.get_info("calib", "null") or "null")
 
     @property
+    def model(self) -> str:
+        """The model the index was built with: absolute folder or HF id (as typed, for old indexes)."""
+        return self.store.get_info("model") or ""
+
+    def model_to_load(self) -> str:
+        """:attr:`model`, or a one-line error when the folder it names is gone (then ``--model`` points elsewhere)."""
+        model = self.model
+        looks_local = model.startswith((".", "/", "~")) or model.count("/") > 1
+        if looks_local and not Path(model).expanduser().exists():
+            raise UserError(f"{self.root}: built with the model at {model}, which does not exist (here); pass "
+                            "--model with the folder of the same model.")
+        return model
+
+    def check_model(self, encoder: Encoder) -> None:
+        """Refuse a model that is not the one the gallery was embedded with (dimension, then fingerprint)."""
+        info = self.info
+        dim = int(info.get("dim", 0) or 0)
+        if dim and encoder.dim != dim:
+            raise UserError(f"--model {encoder.name}: embeds into {encoder.dim} dimensions, but {self.root} holds "
+                            f"{dim}-dimensional embeddings of {info.get('model')}; use that model.")
+        if not same_model(info, encoder):
+            raise UserError(f"--model {encoder.name}: not the model {self.root} was built with "
+                            f"({info.get('model')}; its files differ); use that model, or re-index with "
+                            "`calibclip index ... --rebuild`.")
+
+    @property
     def encoder(self) -> Encoder:
         if self._encoder is None:
             from calibclip.backends.loading import load
 
-            self._encoder = load(self.store.get_info("model"))
+            enc = load(self.model_to_load())
+            self.check_model(enc)
+            self._encoder = enc
         return self._encoder
 
     @encoder.setter

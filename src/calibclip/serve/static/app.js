@@ -47,6 +47,9 @@ async function refreshStats() {
     const s = await api("/stats");
     state.stats = s;
     $("stats").textContent = `${s.images.toLocaleString()} images · ${s.model}`;
+    const warn = $("model-warning");  // the shipped synthetic model: say so on the page, every time
+    warn.hidden = !s.model_warning;
+    warn.textContent = s.model_warning ? `⚠ ${s.model_warning}` : "";
     $("key-button").hidden = !state.key;
     const calib = $("calib");
     calib.disabled = !s.calibration.usable;
