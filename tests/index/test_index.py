@@ -135,13 +135,13 @@ def test_corrupt_files_skipped_and_listed(tmp_path, tiny_encoder):
 def test_model_mismatch_and_bad_paths(tmp_path, tiny_encoder):
     _write_images(tmp_path / "photos", 2)
     _build(tmp_path / "photos", tiny_encoder, tmp_path / "p.idx")
-    tiny_encoder_name = tiny_encoder.name
-    try:
-        tiny_encoder.name = "other-model"
+    tiny_encoder_name, fingerprint = tiny_encoder.name, tiny_encoder.fingerprint
+    try:  # another model: identity is the fingerprint of its files since #16.6 (a moved folder is the same model)
+        tiny_encoder.name, tiny_encoder.fingerprint = "other-model", "sha1-sampled:other"
         with pytest.raises(UserError, match="--rebuild"):
             _build(tmp_path / "photos", tiny_encoder, tmp_path / "p.idx")
     finally:
-        tiny_encoder.name = tiny_encoder_name
+        tiny_encoder.name, tiny_encoder.fingerprint = tiny_encoder_name, fingerprint
     with pytest.raises(UserError, match="not a directory"):
         _build(tmp_path / "missing", tiny_encoder, tmp_path / "q.idx")
     with pytest.raises(UserError, match="no such index"):

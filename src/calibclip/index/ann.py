@@ -225,12 +225,12 @@ def build_ann(vectors: np.ndarray, kind: str = "auto", nlist: int | None = None,
         nlist = nlist or default_nlist(n)
         if nlist < 1 or nlist > max(1, n):
             raise UserError(f"--nlist {nlist}: must be between 1 and the number of vectors ({n}).")
-    if kind == "ivf-pq" and n < 2 ** nbits:  # each PQ codebook has 2**nbits centroids to train
-        raise UserError(f"--index-type ivf-pq: needs at least {2 ** nbits} vectors to train its codebooks, the "
-                        f"index has {n}; use --index-type exact (or ivf-flat) for a collection this small.")
     if kind == "ivf-pq" and refine == "auto":
         refine = choose_refine(n, dim, memory_budget(max_memory, config), nlist, m, nbits, config)
     desc = factory_string(kind, n, dim, nlist, m, nbits, refine if kind == "ivf-pq" else "none", config)
+    if kind == "ivf-pq" and n < 2 ** nbits:  # each PQ codebook has 2**nbits centroids to train
+        raise UserError(f"--index-type ivf-pq: needs at least {2 ** nbits} vectors to train its codebooks, the "
+                        f"index has {n}; use --index-type exact (or ivf-flat) for a collection this small.")
     index = faiss.index_factory(dim, desc, faiss.METRIC_INNER_PRODUCT)
     if kind == "hnsw":
         faiss.downcast_index(index).hnsw.efConstruction = config.ef_construction

@@ -187,7 +187,7 @@ def create_app(index_path: str | Path, encoder: Any = None, phi: Any = None, api
     @app.get("/health", tags=["service"])
     def health() -> dict:
         """Liveness: the model is loaded and an index is open."""
-        return {"status": "ok", "images": searcher.snapshot.size, "model_warning": model_warning}
+        return {"status": "ok", "images": searcher.snapshot.size}
 
     @app.get("/stats", tags=["service"])
     def stats() -> dict:
