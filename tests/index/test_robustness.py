@@ -17,7 +17,6 @@ from PIL import Image
 
 from calibclip.errors import UserError
 from calibclip.index import Index
-from calibclip.index.store import EmbeddingStore
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 
@@ -50,7 +49,6 @@ def _alive(pid: int) -> bool:
 
 # ---- 1. one writer at a time -------------------------------------------------------------------
 HOLD = """import sys, time
-from calibclip.index.store import EmbeddingStore
 store = EmbeddingStore(sys.argv[1], create=True, writer=True)
 print("locked", flush=True)
 time.sleep(float(sys.argv[2]))
