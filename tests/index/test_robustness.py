@@ -49,6 +49,7 @@ def _alive(pid: int) -> bool:
 
 # ---- 1. one writer at a time -------------------------------------------------------------------
 HOLD = """import sys, time
+from calibclip.index.store import EmbeddingStore
 store = EmbeddingStore(sys.argv[1], create=True, writer=True)
 print("locked", flush=True)
 time.sleep(float(sys.argv[2]))
