@@ -41,3 +41,32 @@ def test_errors_are_one_line(tmp_path, tiny_model_dir):
     assert r.exit_code == 2 and "not a directory" in r.output
     r = runner.invoke(app, ["index", str(tmp_path), "--model", "acme/unknown-clip"])
     assert r.exit_code == 2 and "--model" in r.output and "Traceback" not in r.output
+
+
+def test_messages_keep_their_brackets(tmp_path):
+    """Rich markup never eats user text: paths, extras and help keep brackets; '[/x]' does not crash (#16.14)."""
+    r = runner.invoke(app, ["search", str(tmp_path / "my[bold]photos.idx"), "x"])
+    assert r.exit_code == 2 and "my[bold]photos.idx" in r.output
+    r = runner.invoke(app, ["index", str(tmp_path / "a[/x]b"), "--model", "unused"])
+    assert r.exit_code == 2 and "a[/x]b: not a directory" in r.output and "Traceback" not in r.output
+    assert len(r.output.strip().splitlines()) == 1
+    r = runner.invoke(app, ["index", "--help"], terminal_width=200)
+    assert "pip install 'calibclip[ray]'" in " ".join(r.output.split())
+    r = runner.invoke(app, ["rtd", "train", "--help"], terminal_width=200)
+    assert "NAME:ROOT[:SPLIT]" in r.output
+
+
+def test_user_error_text_printed_verbatim():
+    import typer
+
+    from calibclip.cli.common import user_errors
+    from calibclip.errors import UserError
+
+    def needs_extra() -> None:
+        raise UserError("calibclip serve needs the serve extra: pip install 'calibclip[serve]' [/x] [red]")
+
+    probe = typer.Typer()
+    probe.command()(user_errors(needs_extra))
+    r = runner.invoke(probe, [])
+    assert r.exit_code == 2
+    assert r.output.strip() == "error: calibclip serve needs the serve extra: pip install 'calibclip[serve]' [/x] [red]"

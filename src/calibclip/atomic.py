@@ -17,14 +17,27 @@ from typing import IO, Any
 TMP_PREFIX = ".tmp-"
 
 
-def _current_umask() -> int:
+def current_umask() -> int:
+    """The process's umask, read without changing it where the OS allows (Linux: /proc/self/status).
+
+    ``os.umask`` can only be read by setting it, which races with other threads creating files;
+    it is the fallback where /proc is missing.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
     mask = os.umask(0)
     os.umask(mask)
     return mask
 
 
-# read once: os.umask can only be read by setting it, which is not thread-safe at write time
-_MODE = 0o666 & ~_current_umask()
+def file_mode() -> int:
+    """Permissions a new regular file gets under the current umask (0o644 with umask 022)."""
+    return 0o666 & ~current_umask()
 
 
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any], suffix: str = "") -> Path:
@@ -33,7 +46,7 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any], suffix: st
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TMP_PREFIX, suffix=suffix)
     try:
-        os.fchmod(fd, _MODE)
+        os.fchmod(fd, file_mode())
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()

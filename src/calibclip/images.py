@@ -101,6 +101,12 @@ def read_with_hash(path: str | Path) -> tuple[bytes, str]:
     return data, hashlib.sha1(data).hexdigest()
 
 
+def file_sha1(path: str | Path) -> str:
+    """SHA-1 (hex) of a file's bytes, read in chunks."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha1").hexdigest()
+
+
 def iter_image_files(root: str | Path) -> Iterator[Path]:
     """All files with an image extension under ``root`` (recursive, sorted, symlinks not followed out)."""
     root = Path(root)

@@ -4,8 +4,8 @@ The OpenAI CLIP vocabulary is laid out as: the 256 byte-level characters, the sa
 end-of-word suffix ``</w>``, one token per BPE merge, then ``<|startoftext|>`` and
 ``<|endoftext|>``. We reproduce that layout exactly, so ids of single characters match the real
 vocabulary (``'$</w>'`` is 259, the placeholder token of composed retrieval) and
-``transformers.CLIPTokenizer`` loads the files unchanged. Merges are learned with the
-``tokenizers`` BPE trainer under the same normaliser/pre-tokeniser as ``CLIPTokenizer``.
+``transformers.CLIPTokenizer`` loads the files unchanged. Merges are learned by a small
+deterministic BPE (:func:`learn_merges`) under the same normaliser/pre-tokeniser as ``CLIPTokenizer``.
 """
 
 from __future__ import annotations
@@ -13,12 +13,14 @@ from __future__ import annotations
 import html
 import json
 import re
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
 import ftfy
-from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import CLIPTokenizer
+
+from calibclip.atomic import atomic_write_text
 
 SOT = "<|startoftext|>"
 EOT = "<|endoftext|>"
@@ -53,47 +55,68 @@ def _bytes_to_unicode() -> list[str]:
     return [chr(c) for c in cs]
 
 
+def learn_merges(corpus: Iterable[str], num_merges: int, min_frequency: int = 2) -> list[tuple[str, str]]:
+    """Learn BPE merges on ``corpus`` under CLIP's normaliser and pre-tokeniser (``</w>`` word ends).
+
+    Plain BPE: repeatedly merge the most frequent adjacent pair. Ties are broken by the pair
+    itself (lexicographically smallest first), so the result is the same in every process; the
+    ``tokenizers`` trainer breaks ties in hash order, which changes from one process to the next.
+    """
+    probe = CLIPTokenizer(vocab={SOT: 0, EOT: 1}, merges=[]).backend_tokenizer  # CLIP's exact text rules
+    words: Counter[tuple[str, ...]] = Counter()
+    for line in corpus:
+        for piece, _ in probe.pre_tokenizer.pre_tokenize_str(probe.normalizer.normalize_str(clip_normalize(line))):
+            words[tuple(piece[:-1]) + (piece[-1] + "</w>",)] += 1
+    merges: list[tuple[str, str]] = []
+    while len(merges) < num_merges:
+        pairs: Counter[tuple[str, str]] = Counter()
+        for word, count in words.items():
+            for pair in zip(word, word[1:]):
+                pairs[pair] += count
+        if not pairs:
+            break
+        best = min(pairs, key=lambda p: (-pairs[p], p))
+        if pairs[best] < min_frequency:
+            break
+        merges.append(best)
+        merged = best[0] + best[1]
+        new_words: Counter[tuple[str, ...]] = Counter()
+        for word, count in words.items():
+            out, i = [], 0
+            while i < len(word):
+                if i + 1 < len(word) and (word[i], word[i + 1]) == best:
+                    out.append(merged)
+                    i += 2
+                else:
+                    out.append(word[i])
+                    i += 1
+            new_words[tuple(out)] += count
+        words = new_words
+    return merges
+
+
 def build_clip_tokenizer(corpus: Iterable[str], out_dir: str | Path, num_merges: int = 2000) -> CLIPTokenizer:
     """Learn ``num_merges`` BPE merges on ``corpus`` and write ``vocab.json``/``merges.txt`` to ``out_dir``.
 
-    Returns the loaded ``CLIPTokenizer``. Deterministic for a given corpus.
+    Returns the loaded ``CLIPTokenizer``. Deterministic for a given corpus (same files in every process).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    probe = CLIPTokenizer(vocab={SOT: 0, EOT: 1}, merges=[])  # borrow CLIP's exact normaliser/pre-tokeniser
-    tok = Tokenizer(models.BPE(end_of_word_suffix="</w>", unk_token=EOT))
-    tok.normalizer = probe.backend_tokenizer.normalizer
-    tok.pre_tokenizer = probe.backend_tokenizer.pre_tokenizer
     alphabet = _bytes_to_unicode()
-    trainer = trainers.BpeTrainer(
-        vocab_size=512 + num_merges + 2,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        end_of_word_suffix="</w>",
-        special_tokens=[],
-        show_progress=False,
-        min_frequency=2,
-    )
-    tok.train_from_iterator(list(corpus), trainer=trainer)
-    learned = json.loads(tok.to_str())["model"]["merges"]
     vocab: dict[str, int] = {}
     for ch in alphabet:
         vocab[ch] = len(vocab)
     for ch in alphabet:
         vocab[ch + "</w>"] = len(vocab)
     merges: list[str] = []
-    for m in learned:
-        a, b = m if isinstance(m, list) else m.split(" ")
-        if a not in vocab or b not in vocab:
-            continue  # only merges reachable from the byte alphabet
+    for a, b in learn_merges(corpus, num_merges):
         merged = a + b
         if merged in vocab:
             continue
         vocab[merged] = len(vocab)
         merges.append(f"{a} {b}")
-        if len(merges) >= num_merges:
-            break
     vocab[SOT] = len(vocab)
     vocab[EOT] = len(vocab)
-    (out_dir / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
-    (out_dir / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    atomic_write_text(out_dir / "vocab.json", json.dumps(vocab, ensure_ascii=False))
+    atomic_write_text(out_dir / "merges.txt", "#version: 0.2\n" + "\n".join(merges) + "\n")
     return CLIPTokenizer(vocab=str(out_dir / "vocab.json"), merges=str(out_dir / "merges.txt"))

@@ -122,20 +122,26 @@ def test_corrupt_files_skipped_and_listed(tmp_path, tiny_encoder):
     failed = sorted(os.path.basename(p) for p, _ in index.last_summary.failed)
     assert failed == ["text.jpg", "trunc.png", "zero.png"]
     assert len(index) == 3
-    again = _build(folder, tiny_encoder, tmp_path / "p.idx")  # unchanged failures are not retried
-    assert again.last_summary.failed == [] and again.last_summary.unchanged == 6
+    # #16.3: every run retries the skipped files and lists those still skipped; a fixed one is indexed
+    (folder / "zero.png").write_bytes(good)
+    os.utime(folder / "zero.png", (0, 0))  # even when its size/mtime would not tell
+    again = _build(folder, tiny_encoder, tmp_path / "p.idx")
+    assert sorted(os.path.basename(p) for p, _ in again.last_summary.failed) == ["text.jpg", "trunc.png"]
+    assert (again.last_summary.added, again.last_summary.unchanged, len(again)) == (1, 3, 4)
+    third = _build(folder, tiny_encoder, tmp_path / "p.idx")
+    assert len(third.last_summary.failed) == 2 and third.last_summary.added == 0
 
 
 def test_model_mismatch_and_bad_paths(tmp_path, tiny_encoder):
     _write_images(tmp_path / "photos", 2)
     _build(tmp_path / "photos", tiny_encoder, tmp_path / "p.idx")
-    tiny_encoder_name = tiny_encoder.name
-    try:
-        tiny_encoder.name = "other-model"
+    tiny_encoder_name, fingerprint = tiny_encoder.name, tiny_encoder.fingerprint
+    try:  # another model: identity is the fingerprint of its files since #16.6 (a moved folder is the same model)
+        tiny_encoder.name, tiny_encoder.fingerprint = "other-model", "sha1-sampled:other"
         with pytest.raises(UserError, match="--rebuild"):
             _build(tmp_path / "photos", tiny_encoder, tmp_path / "p.idx")
     finally:
-        tiny_encoder.name = tiny_encoder_name
+        tiny_encoder.name, tiny_encoder.fingerprint = tiny_encoder_name, fingerprint
     with pytest.raises(UserError, match="not a directory"):
         _build(tmp_path / "missing", tiny_encoder, tmp_path / "q.idx")
     with pytest.raises(UserError, match="no such index"):

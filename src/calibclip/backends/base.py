@@ -49,6 +49,8 @@ class Encoder(ABC):
     eot_id: int
     device: torch.device
     calibration: Any = None
+    source: str | None = None       # where it was loaded from: absolute folder, or HF id (set by load())
+    fingerprint: str | None = None  # backends.loading.model_fingerprint of that folder, None when unknown
 
     # ---- tensor level -------------------------------------------------------------------
     @abstractmethod

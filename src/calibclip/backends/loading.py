@@ -74,6 +74,66 @@ def load_hf_parts(model: str) -> tuple[CLIPModel, Any, Any]:
         raise ModelNotAvailableError(f"model '{model}' could not be loaded from the hub: {exc}") from exc
 
 
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+_SAMPLES, _SAMPLE_BYTES = 16, 4096
+
+
+def model_fingerprint(folder: str | Path) -> str:
+    """Identity of a model folder, cheap enough to compute on every load (a few dozen KiB read).
+
+    SHA-1 over: config.json's bytes, then for each weight file (sorted by name) its name, size,
+    its safetensors header (tensor names, dtypes, shapes, offsets; the first 64 KiB of other
+    formats) and 16 samples of 4 KiB at evenly spaced offsets. Two different trainings of the same
+    architecture differ in every sample, so they never collide in practice; a copy of the folder
+    elsewhere has the same fingerprint.
+    """
+    import hashlib
+    import struct
+
+    folder = Path(folder)
+    h = hashlib.sha1((folder / "config.json").read_bytes())
+    for f in sorted(p for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES and p.is_file()):
+        size = f.stat().st_size
+        h.update(f"{f.name}:{size}".encode())
+        with open(f, "rb") as fh:
+            head = fh.read(8)
+            n = struct.unpack("<Q", head)[0] if f.suffix == ".safetensors" and len(head) == 8 else 0
+            h.update(head + fh.read(min(n, 1 << 24) if n else 65536 - 8))
+            for i in range(_SAMPLES):
+                fh.seek(max(0, (size - _SAMPLE_BYTES) * i // max(1, _SAMPLES - 1)))
+                h.update(fh.read(_SAMPLE_BYTES))
+    return "sha1-sampled:" + h.hexdigest()
+
+
+def model_folder(model: str) -> Path | None:
+    """The folder holding ``model``: a local directory (resolved), or an HF id's snapshot in the local cache."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return path.resolve()
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(model, local_files_only=True))
+    except Exception:  # not cached / not an id: no fingerprint, identity by name only
+        return None
+
+
+SHIPPED_MODEL_WARNING = ("this is the shipped synthetic demo model, trained on generated shapes and figures, not "
+                         "photos: its results on real images mean nothing; pass --model with a real CLIP "
+                         "(e.g. openai/clip-vit-base-patch16 or a local folder)")
+
+
+def is_shipped_model(encoder: Any) -> bool:
+    """Is ``encoder`` the synthetic CLIP that ships with calibclip (``calibclip.data.synth.SHIPPED_MODEL``)?"""
+    from calibclip.data.synth import SHIPPED_MODEL
+
+    if not (SHIPPED_MODEL / "config.json").exists():
+        return False
+    if getattr(encoder, "fingerprint", None):
+        return encoder.fingerprint == model_fingerprint(SHIPPED_MODEL)
+    return getattr(encoder, "source", None) == str(SHIPPED_MODEL.resolve())
+
+
 def load(model: str, device: str = "auto", calibration: Any = None) -> "Encoder":  # noqa: F821
     """Load an encoder by HF id (e.g. ``openai/clip-vit-base-patch16``) or local directory.
 
@@ -87,6 +147,10 @@ def load(model: str, device: str = "auto", calibration: Any = None) -> "Encoder"
     hf_logging.set_verbosity_error()
     parts = load_hf_parts(str(model))
     enc = HFClipEncoder(*parts, name=str(model), device=pick_device(device))
+    folder = model_folder(str(model))
+    # what an index records: where the model is (absolute for a local folder) and what it is
+    enc.source = str(folder) if folder is not None and Path(model).expanduser().is_dir() else str(model)
+    enc.fingerprint = model_fingerprint(folder) if folder is not None else None
     if calibration is not None:
         enc.calibration = calibration
     return enc

@@ -13,7 +13,8 @@ import typer
 from calibclip.cli import cir, demo, eval, explain, index, reproduce, rtd, serve
 from calibclip.cli.common import user_errors
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+# rich_markup_mode=None: help text is plain text, so "calibclip[ray]" or "NAME:ROOT[:SPLIT]" keep their brackets
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="calibclip: search images with text (CLIP, CalibCLIP, composed retrieval, evaluation).")
 
 app.command("index")(user_errors(index.index_cmd))

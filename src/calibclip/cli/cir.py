@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from calibclip.cli import common
-from calibclip.cli.common import console
+from calibclip.cli.common import console, escape
 from calibclip.errors import UserError
 
 
@@ -45,4 +45,4 @@ def train_phi_cmd(
                   f"keyword masking with the {tag.name} tagger")
     res = train_phi(enc, caps, out, cfg, save_every=save_every, resume=resume, progress=not quiet, tagger=tag)
     last = f", last loss {res.losses[-1]:.4g}" if res.losses else ""
-    console.print(f"[green]wrote[/green] {res.out} (state: {res.state_path}){last}")
+    console.print(f"[green]wrote[/green] {escape(f'{res.out} (state: {res.state_path}){last}')}")

@@ -6,7 +6,9 @@ library modules it needs when it runs.
 
 from __future__ import annotations
 
+import errno
 import functools
+import sqlite3
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +16,8 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from rich.text import Text
 
 from calibclip.errors import UserError
 
@@ -29,7 +33,14 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except UserError as exc:
-            err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+            error_line(str(exc))
+            raise typer.Exit(2) from None
+        except (OSError, sqlite3.OperationalError) as exc:
+            if not disk_full(exc):
+                raise
+            where = f" writing {exc.filename}" if getattr(exc, "filename", None) else ""
+            error_line(f"no space left on the device{where}; free some space and run the same command again "
+                       "(everything committed so far is kept).")
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err_console.print("interrupted: everything written so far is kept; run the same command to resume.")
@@ -38,10 +49,27 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def disk_full(exc: BaseException) -> bool:
+    """ENOSPC / EDQUOT from the OS, or SQLite's "database or disk is full"."""
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    return "disk is full" in str(exc)
+
+
+def error_line(message: str) -> None:
+    """One red ``error:`` line on stderr; the message is printed as text, never as rich markup."""
+    err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False)
+
+
+def warn(message: str) -> None:
+    """One yellow ``warning:`` line on stderr (message escaped: brackets in paths stay as they are)."""
+    err_console.print(f"[yellow]warning:[/yellow] {escape(message)}", highlight=False)
+
+
 def print_warnings(caught: list[warnings.WarningMessage]) -> None:
     """Caught Python warnings as yellow lines on stderr."""
     for w in caught:
-        err_console.print(f"[yellow]warning:[/yellow] {w.message}", highlight=False)
+        warn(str(w.message))
 
 
 def calibration(calib: bool, calib_config: Path | None) -> Any:
@@ -63,8 +91,16 @@ def load_encoder(model: str, device: str, calibration: Any = None) -> Any:
     """Load a model (HF id or local directory) with a spinner."""
     from calibclip.backends.loading import load
 
-    with console.status(f"loading {model}"):
+    with console.status(f"loading {escape(str(model))}"):
         return load(model, device=device, calibration=calibration)
+
+
+def note_shipped_model(encoder: Any) -> None:
+    """Every run on the shipped synthetic model says so (it silently answered "a cat" with a brick)."""
+    from calibclip.backends.loading import SHIPPED_MODEL_WARNING, is_shipped_model
+
+    if is_shipped_model(encoder):
+        warn(SHIPPED_MODEL_WARNING + ".")
 
 
 def default_model() -> str:
@@ -78,8 +114,8 @@ def default_model() -> str:
                         "model directory.") from None
 
 
-def print_hits(hits: list, as_json: bool, title: str) -> None:
-    """Print hits as a rich table or JSON lines (path, score, rank)."""
+def print_hits(hits: list, as_json: bool, title: "str | Text") -> None:
+    """Print hits as a rich table or JSON lines (path, score, rank); a str title is plain text, a Text keeps its styles."""
     if as_json:
         import json
 
@@ -87,10 +123,10 @@ def print_hits(hits: list, as_json: bool, title: str) -> None:
         return
     from rich.table import Table
 
-    table = Table(title=title, title_justify="left")
+    table = Table(title=escape(title) if isinstance(title, str) else title, title_justify="left")
     table.add_column("rank", justify="right")
     table.add_column("score", justify="right")
     table.add_column("path", overflow="fold")
     for h in hits:
-        table.add_row(str(h.rank), f"{h.score:.4f}", h.path)
+        table.add_row(str(h.rank), f"{h.score:.4f}", escape(h.path))
     console.print(table)

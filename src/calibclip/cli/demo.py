@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from calibclip.cli.common import console, print_hits
+from calibclip.cli.common import Text, console, escape, print_hits
 
 
 def synth_cmd(
@@ -20,7 +20,7 @@ def synth_cmd(
 
     paths = generate_all(out_dir, seed, {"train": n_train, "val": n_test, "test": n_test})
     for task, path in paths.items():
-        console.print(f"[green]{task}[/green] {path}")
+        console.print(f"[green]{task}[/green] {escape(str(path))}")
 
 
 def demo_cmd(
@@ -43,10 +43,11 @@ def demo_cmd(
                        else "[red]✗ not in the top hits[/red]")
             label = q.kind + (f" · {q.note}" if q.note else "")
             ref = f" + reference {Path(q.reference).name}" if q.reference else ""
-            print_hits(q.hits, False, f"[{label}] \"{q.text}\"{ref} — {verdict}")
+            shown = escape(f'[{label}] "{q.text}"{ref}')
+            print_hits(q.hits, False, Text.from_markup(f"{shown} — {verdict}"))
 
     report = run_demo(out, seed=seed, top_k=top_k, evaluate=not no_eval,
-                      say=(lambda _: None) if quiet else (lambda m: console.print(f"[cyan]•[/cyan] {m}")),
+                      say=(lambda _: None) if quiet else (lambda m: console.print(f"[cyan]•[/cyan] {escape(m)}")),
                       on_queries=None if quiet else show)
     right = sum(q.found_rank is not None for q in report.queries)
     if report.eval_rows:
@@ -60,4 +61,4 @@ def demo_cmd(
         console.print(table)
     console.print(f"{right}/{len(report.queries)} queries found their right answer in the top {top_k}; "
                   f"{report.seconds:.0f} s")
-    console.print(f"page: {report.html}" + (f"   results: {report.results_md}" if report.results_md else ""))
+    console.print(escape(f"page: {report.html}" + (f"   results: {report.results_md}" if report.results_md else "")))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from calibclip.cli.common import console
+from calibclip.cli.common import console, escape
 from calibclip.errors import UserError
 
 
@@ -87,11 +87,11 @@ def eval_cmd(
     results = evaluate_many(spec, modes) if len(modes) > 1 else [evaluate(spec)]
     console.print(results_table(results))
     for line in summary_lines(results):
-        console.print(line, highlight=False)
+        console.print(escape(line), highlight=False)
     if markdown is not None:
         for r in results:
             append_markdown(markdown, r)
-        console.print(f"appended {len(results)} row(s) to {markdown}", highlight=False)
+        console.print(escape(f"appended {len(results)} row(s) to {markdown}"), highlight=False)
 
 
 def _sweep(items: list[str], pick_best: str | None, write_config: Path | None, spec, results_dir: Path) -> None:

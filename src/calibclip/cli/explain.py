@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from calibclip.cli import common
-from calibclip.cli.common import console
+from calibclip.cli.common import console, escape
 from calibclip.errors import UserError
 
 
@@ -34,9 +34,10 @@ def explain_cmd(
         raise UserError(f"IMAGE: {exc}") from None
     cfg = common.calibration(True, calib_config)
     enc = common.load_encoder(model or common.default_model(), device)
+    common.note_shipped_model(enc)
     ex = explain(enc, img, query, cfg)
     plot_explanation(ex, out, query)
     n_sup, n_dec = int((ex.weights == 0).sum()), int(((ex.weights > 0) & (ex.weights < 1)).sum())
     masked = [t for t, m in zip(ex.tokens, ex.masked) if m]
-    console.print(f"[green]wrote[/green] {out}: {n_sup} suppressed, {n_dec} decayed patch tokens; "
-                  f"masked words: {', '.join(masked) or '(none)'}", highlight=False)
+    console.print(f"[green]wrote[/green] {escape(str(out))}: {n_sup} suppressed, {n_dec} decayed patch tokens; "
+                  f"masked words: {escape(', '.join(masked) or '(none)')}", highlight=False)

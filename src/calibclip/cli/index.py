@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from calibclip.cli import common
-from calibclip.cli.common import console, err_console, print_hits
+from calibclip.cli.common import console, escape, print_hits
 from calibclip.errors import UserError
 
 
@@ -32,17 +32,35 @@ def index_cmd(
     max_memory: str = typer.Option(None, "--max-memory", help="Memory budget of the search index, e.g. 24G."),
     ray: str = typer.Option(None, "--ray", help="Embed on a Ray cluster: local (in-process), auto, or "
                             "ray://head:10001 (needs `pip install 'calibclip[ray]'`)."),
+    follow_symlinks: bool = typer.Option(None, "--follow-symlinks/--no-follow-symlinks", show_default=False,
+                                         help="Also index symlinks that point outside FOLDER (default: as last "
+                                         "built, else no: they are skipped with a warning; links inside FOLDER "
+                                         "are always followed)."),
+    verify: bool = typer.Option(False, "--verify", help="Re-hash every file and re-embed those whose bytes "
+                                "changed although size and mtime did not."),
+    no_wait: bool = typer.Option(False, "--no-wait", help="Fail at once when another `calibclip index` is "
+                                 "writing the same index (default: wait for it)."),
 ) -> None:
     """Index a folder of images (adds new/changed files only; resumes after an interrupt)."""
     from calibclip.index import Index, default_index_path
     from calibclip.index.store import EmbeddingStore
 
+    if ray is None and not Path(folder).is_dir():  # before the model loads: fail fast
+        raise UserError(f"{folder}: not a directory; pass the folder of images to index.")
     if out is None:  # a URL source (s3://bucket/images/) gets ./images.idx
         out = Path(folder.rstrip("/").rsplit("/", 1)[-1] + ".idx") if "://" in folder else default_index_path(folder)
     if model is None and (out / "meta.sqlite").exists():
-        model = EmbeddingStore(out).get_info("model")
+        try:
+            store = EmbeddingStore(out)
+        except UserError:
+            if not rebuild:  # a damaged index: --rebuild starts it afresh
+                raise
+        else:
+            model = store.get_info("model")
+            store.close()
     model = model or common.default_model()
     enc = common.load_encoder(model, device, common.calibration(calib, calib_config))
+    common.note_shipped_model(enc)
     from calibclip.index.ann import parse_memory
 
     ann_kw = dict(index_type=index_type, nlist=nlist, m=pq_m, max_memory=parse_memory(max_memory))
@@ -50,17 +68,20 @@ def index_cmd(
         from calibclip.index.distributed import index_distributed
 
         index = index_distributed(folder, enc, model=model, out=out, address=ray, batch_size=batch_size, dtype=dtype,
-                                  device=device, progress=not quiet, rebuild=rebuild, **ann_kw)
+                                  device=device, progress=not quiet, rebuild=rebuild, wait=not no_wait, **ann_kw)
     else:
         index = Index.build(folder, enc, out=out, batch_size=batch_size, num_workers=num_workers, dtype=dtype,
-                            progress=not quiet, rebuild=rebuild, **ann_kw)
+                            progress=not quiet, rebuild=rebuild, follow_symlinks=follow_symlinks, verify=verify,
+                            wait=not no_wait, **ann_kw)
     s = index.last_summary
-    console.print(f"[green]indexed[/green] {out}: {s.added} added, {s.unchanged} unchanged, {s.removed} removed, "
+    for line in s.links_skipped:
+        common.warn(line)
+    console.print(f"[green]indexed[/green] {escape(str(out))}: {s.added} added, {s.unchanged} unchanged, {s.removed} removed, "
                   f"{len(s.failed)} skipped, {len(index)} total ({s.images_per_second:.1f} img/s)")
     if s.failed:
         console.print(f"[yellow]{len(s.failed)} file(s) skipped:[/yellow]")
         for path, reason in s.failed:
-            console.print(f"  {reason}", highlight=False)
+            console.print(f"  {escape(reason)}", highlight=False)
     a = index.ann_report
     if a is not None and a.kind != "flat":
         console.print(f"search index: {a.kind} ({a.factory}), recall@10 {a.recall10:.3f} vs exact on {a.queries} "
@@ -87,6 +108,8 @@ def search_cmd(
     calib_config: Path = typer.Option(None, "--calib-config", help="TOML file with CalibConfig fields."),
     reencode: bool = typer.Option(False, "--reencode", help="Re-embed the gallery if its calibration differs."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1 ..."),
+    model: str = typer.Option(None, "--model", "-m", help="The index's model in another place (HF id or local "
+                              "folder); refused unless it is the same model (fingerprint and dimension)."),
     nprobe: int = typer.Option(None, "--nprobe", min=1, help="Approximate indexes: IVF lists scanned / HNSW "
                                "efSearch (higher = slower, more accurate); default as built."),
 ) -> None:
@@ -97,7 +120,9 @@ def search_cmd(
     index = Index.open(index_path)
     index.nprobe = nprobe
     cfg = common.calibration(calib, calib_config)
-    enc = common.load_encoder(index.store.get_info("model"), device, cfg)
+    enc = common.load_encoder(model or index.model_to_load(), device, cfg)
+    index.check_model(enc)
+    common.note_shipped_model(enc)
     index.encoder = enc
     if cfg is not None:
         try:
@@ -139,7 +164,6 @@ def search_cmd(
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             hits = index.search(query, k=top_k)
-        for w in caught:
-            err_console.print(f"[yellow]warning:[/yellow] {w.message}", highlight=False)
+        common.print_warnings(caught)
         title = f"\"{query}\""
     print_hits(hits, as_json, title)

@@ -9,10 +9,10 @@ from typing import Any
 import typer
 
 from calibclip.cli import common
-from calibclip.cli.common import console, print_warnings, user_errors
+from calibclip.cli.common import console, escape, print_warnings, user_errors
 from calibclip.errors import UserError
 
-rtd_app = typer.Typer(add_completion=False, no_args_is_help=True,
+rtd_app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                       help="RTD: fine-tune the text encoder for composed retrieval on text triplets.")
 
 
@@ -37,7 +37,7 @@ def make_triplets_cmd(
         raise UserError(f"CAPTIONS {captions}: no caption contains a keyword the generator can swap "
                         "(colours, sizes, materials, common objects/animals/people).")
     n = write_triplets(triplets, out)
-    console.print(f"[green]wrote[/green] {n} triplets to {out} ({skipped} caption(s) without a swappable keyword)")
+    console.print(f"[green]wrote[/green] {n} triplets to {escape(str(out))} ({skipped} caption(s) without a swappable keyword)")
 
 
 def _load_phi(path: Path, enc: Any) -> Any:
@@ -118,8 +118,9 @@ def train_cmd(
         finally:  # also on Ctrl-C: the warning says where the state was saved
             print_warnings(caught)
     last = f"{res.losses[-1]:.4f}" if res.losses else "n/a"
-    console.print(f"[green]trained[/green] {out} ({len(res.losses)} steps, final loss {last}, "
-                  f"{res.triplets_per_second:.1f} triplets/s); state {res.state_path}; curve {res.plot_path}")
+    console.print(f"[green]trained[/green] {escape(str(out))} ({len(res.losses)} steps, final loss {last}, "
+                  f"{res.triplets_per_second:.1f} triplets/s); state {escape(str(res.state_path))}; "
+                  f"curve {escape(str(res.plot_path))}")
     if res.best is not None:
         console.print(f"best {res.best['metric']} = {res.best['value']:.4f} at step {res.best['step']}: "
-                      f"{res.best_path}")
+                      f"{escape(str(res.best_path))}")

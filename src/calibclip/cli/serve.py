@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from calibclip.cli import common
-from calibclip.cli.common import console, err_console
+from calibclip.cli.common import console, escape
 from calibclip.errors import UserError
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -25,6 +25,8 @@ def serve_cmd(
     calib_config: Path = typer.Option(None, "--calib-config", help="TOML with CalibConfig fields for the "
                                       "CalibCLIP toggle (default: the config the index was built with)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1 ..."),
+    model: str = typer.Option(None, "--model", "-m", help="The index's model in another place (HF id or local "
+                              "folder); refused unless it is the same model (fingerprint and dimension)."),
     cors_origin: list[str] = typer.Option(None, "--cors-origin", help="Allow this browser origin (repeatable); "
                                           "CORS is off by default."),
     max_upload_mb: float = typer.Option(10.0, "--max-upload-mb", min=0.01, help="Largest image upload."),
@@ -35,7 +37,6 @@ def serve_cmd(
                                          "request headers take longer than this many seconds."),
 ) -> None:
     """Serve an index over HTTP: search API (docs at /docs) and a search page at /."""
-    from calibclip.index.store import EmbeddingStore
 
     try:
         from calibclip.serve import server
@@ -54,10 +55,13 @@ def serve_cmd(
     for flag, path in (("--phi", phi), ("--rtd", rtd)):
         if path is not None and not path.exists():
             raise UserError(f"{flag} {path}: no such file.")
-    store = EmbeddingStore(index_path)
-    model = store.get_info("model")
-    store.close()
-    enc = common.load_encoder(model, device)
+    from calibclip.index import Index
+
+    index = Index.open(index_path)
+    enc = common.load_encoder(model or index.model_to_load(), device)
+    index.check_model(enc)
+    index.store.close()
+    common.note_shipped_model(enc)
     if rtd is not None:
         from calibclip.cir.rtd import load_rtd
 
@@ -70,8 +74,8 @@ def serve_cmd(
         loaded_phi = load_phi(phi)
     app = create_app(index_path, encoder=enc, phi=loaded_phi, calibration=calibration, config=cfg)
     if host not in LOOPBACK and not cfg.api_key:
-        err_console.print(f"[yellow]warning:[/yellow] serving on {host} without an API key: anyone who can reach "
-                          "this port can search and view the collection. Set --api-key or CALIBCLIP_API_KEY.")
-    console.print(f"serving {index_path} ({app.state.searcher.snapshot.size} images) on http://{host}:{port}"
+        common.warn(f"serving on {host} without an API key: anyone who can reach this port can search and view "
+                    "the collection. Set --api-key or CALIBCLIP_API_KEY.")
+    console.print(f"serving {escape(str(index_path))} ({app.state.searcher.snapshot.size} images) on http://{host}:{port}"
                   f"{'  (API key required)' if cfg.api_key else ''}")
     server.run(app, host, port, header_timeout=header_timeout)

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rich.table import Table
+from rich.text import Text
 
 from calibclip.eval.runner import EvalResult
 
@@ -20,7 +21,8 @@ def metric_keys(results: Sequence[EvalResult]) -> list[str]:
 def results_table(results: Sequence[EvalResult]) -> Table:
     """One row per metric, one column per configuration; with two configurations a Δ column (second − first)."""
     first = results[0]
-    table = Table(title=f"{first.dataset} ({first.split}) · {first.model}", title_justify="left")
+    # the model may be a path with brackets: the title is plain text, never rich markup
+    table = Table(title=Text(f"{first.dataset} ({first.split}) · {first.model}"), title_justify="left")
     table.add_column("metric")
     for r in results:
         table.add_column(r.config, justify="right")

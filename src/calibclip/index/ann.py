@@ -229,6 +229,9 @@ def build_ann(vectors: np.ndarray, kind: str = "auto", nlist: int | None = None,
     if kind == "ivf-pq" and refine == "auto":
         refine = choose_refine(n, dim, memory_budget(max_memory, config), nlist, m, nbits, config)
     desc = factory_string(kind, n, dim, nlist, m, nbits, refine if kind == "ivf-pq" else "none", config)
+    if kind == "ivf-pq" and n < 2 ** nbits:  # each PQ codebook has 2**nbits centroids to train
+        raise UserError(f"--index-type ivf-pq: needs at least {2 ** nbits} vectors to train its codebooks, the "
+                        f"index has {n}; use --index-type exact (or ivf-flat) for a collection this small.")
     index = faiss.index_factory(dim, desc, faiss.METRIC_INNER_PRODUCT)
     if kind == "hnsw":
         faiss.downcast_index(index).hnsw.efConstruction = config.ef_construction
@@ -275,15 +278,16 @@ def index_kind(index: faiss.Index) -> str:
 def set_nprobe(index: faiss.Index, nprobe: int) -> None:
     """Search breadth: inverted lists scanned (IVF), or ``efSearch`` (HNSW); no-op for exact indexes.
 
-    Larger is slower and more accurate. For IVF it is clipped to ``nlist``.
+    Larger is slower and more accurate. Clipped to ``nlist`` (IVF) or the number of vectors (HNSW), so
+    any value is safe (2**31 would overflow FAISS's int, 3e8 would allocate gigabytes).
     """
     if nprobe < 1:
         raise UserError(f"--nprobe {nprobe}: must be at least 1.")
     idx = faiss.downcast_index(index)
     if isinstance(idx, faiss.IndexRefine):
         idx = faiss.downcast_index(idx.base_index)
-    if isinstance(idx, faiss.IndexHNSW):
-        idx.hnsw.efSearch = int(nprobe)
+    if isinstance(idx, faiss.IndexHNSW):  # a breadth above the collection size only costs memory
+        idx.hnsw.efSearch = int(min(nprobe, max(1, idx.ntotal)))
         return
     try:
         ivf = faiss.extract_index_ivf(idx)
@@ -355,7 +359,12 @@ def load_ann(path: str | Path, mmap: bool = False) -> faiss.Index:
     if not path.exists():
         raise UserError(f"{path}: no such ANN index file; rebuild with `calibclip index ... --index-type`.")
     flags = faiss.IO_FLAG_MMAP if mmap else 0
-    return faiss.read_index(str(path), flags)
+    try:
+        return faiss.read_index(str(path), flags)
+    except (RuntimeError, MemoryError) as exc:  # garbage, truncated, or another program's file
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise UserError(f"{path}: damaged approximate index ({first}); rebuild it with `calibclip index FOLDER "
+                        f"--out {path.parent}` (or delete the file to search exactly).") from None
 
 
 # ---- synthetic data (tests, benchmarks) --------------------------------------------------------
@@ -464,7 +473,8 @@ def build_store_ann(store, kind: str | None = "auto", nlist: int | None = None, 
         path.unlink(missing_ok=True)
         store.set_info(ann=json.dumps(dict(params, kind="flat")))
         return AnnReport(kind="flat", n=n, factory="Flat (exact)", recall10=1.0, seconds=time.perf_counter() - t0)
-    if prev is not None and path.exists() and all(prev.get(k) == v for k, v in params.items()):
+    if prev is not None and path.exists() and all(prev.get(k) == v for k, v in params.items()) \
+            and _readable(path, n):
         return AnnReport(kind=chosen, n=n, factory=prev.get("factory", ""), recall10=prev.get("recall10"),
                          queries=prev.get("queries", 0), seconds=time.perf_counter() - t0, reused=True)
     if n < 2:
@@ -479,6 +489,14 @@ def build_store_ann(store, kind: str | None = "auto", nlist: int | None = None, 
     store.set_info(ann=json.dumps(dict(params, factory=factory, recall10=recall, queries=len(rows))))
     return AnnReport(kind=chosen, n=n, factory=factory, recall10=recall, queries=len(rows),
                      seconds=time.perf_counter() - t0)
+
+
+def _readable(path: Path, n: int) -> bool:
+    """Is the ANN file there to be reused an index of ``n`` vectors? (A damaged one is rebuilt.)"""
+    try:
+        return load_ann(path, mmap=True).ntotal == n
+    except UserError:
+        return False
 
 
 def open_store_ann(store, ids: np.ndarray) -> faiss.Index | None:
@@ -498,4 +516,8 @@ def open_store_ann(store, ids: np.ndarray) -> faiss.Index | None:
         warnings.warn(f"{path}: built for a different set of items; searching exactly. Run `calibclip index` "
                       "again to rebuild the approximate index.", stacklevel=3)
         return None
-    return load_ann(path)
+    index = load_ann(path)
+    if index.ntotal != len(ids):
+        raise UserError(f"{path}: damaged approximate index ({index.ntotal} vectors for {len(ids)} items); rebuild "
+                        f"it with `calibclip index FOLDER --out {path.parent}`.")
+    return index

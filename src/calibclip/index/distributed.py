@@ -246,7 +246,7 @@ def index_distributed(source: str | Path, encoder: Encoder, model: str | None = 
                       address: str = "local", batch_size: int = 64, dtype: str = "float16", device: str = "auto",
                       progress: bool = True, rebuild: bool = False, index_type: str | None = None,
                       nlist: int | None = None, m: int | None = None, max_memory: int | None = None,
-                      config: RayConfig = RayConfig()):
+                      config: RayConfig = RayConfig(), wait: bool = True):
     """``calibclip index SOURCE --ray ADDRESS``: the Ray counterpart of :meth:`calibclip.Index.build`.
 
     ``source`` is a local folder, a manifest (CSV/TSV/JSONL/Parquet of paths or URLs) or an fsspec
@@ -268,7 +268,7 @@ def index_distributed(source: str | Path, encoder: Encoder, model: str | None = 
     start = time.perf_counter()
     stats = list_source(source)
     folder = source if "://" in source or not Path(source).exists() else str(Path(source).resolve())
-    store = prepare_store(out, encoder, dtype, rebuild, folder)
+    store = prepare_store(out, encoder, dtype, rebuild, folder, wait=wait)
     try:
         todo, unchanged, gone = plan(store, stats)
         removed = store.remove(gone) if gone else 0

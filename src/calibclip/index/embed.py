@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from tqdm import tqdm
 
 from calibclip.backends.base import Encoder
 from calibclip.calib.features import image_feature_sets
-from calibclip.images import BadImage, decode_image, iter_image_files
+from calibclip.images import BadImage, decode_image, file_sha1, iter_image_files
 from calibclip.index.store import EmbeddingStore, FileStat
 from calibclip.oom import Halving
 
@@ -35,6 +36,7 @@ class IndexSummary:
     unchanged: int = 0
     removed: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
+    links_skipped: list[str] = field(default_factory=list)  # one warning line per symlink not followed
     seconds: float = 0.0
 
     @property
@@ -42,35 +44,67 @@ class IndexSummary:
         return self.added / self.seconds if self.seconds > 0 else 0.0
 
 
-def scan(folder: str | Path) -> list[FileStat]:
-    """Stat every image file under ``folder`` (absolute paths)."""
-    out = []
+def scan(folder: str | Path, follow_symlinks: bool = False, skipped: list[str] | None = None) -> list[FileStat]:
+    """Stat every image file under ``folder``; paths are absolute with every symlink resolved.
+
+    The symlink rule (the same for index, search and serve): a link whose target lies inside
+    ``folder`` is followed, and its target is indexed once (two names of one file are one item);
+    a link leaving ``folder`` is skipped with a reason appended to ``skipped``, unless
+    ``follow_symlinks``. Broken links are skipped the same way. Linked directories are not entered.
+    """
+    root = Path(folder).resolve()
+    out, seen = [], set()
     for p in iter_image_files(folder):
+        real = p.resolve()
+        if p.is_symlink():
+            if not real.exists():
+                if skipped is not None:
+                    skipped.append(f"{p}: broken symlink (target {real} does not exist); skipped")
+                continue
+            if not real.is_relative_to(root) and not follow_symlinks:
+                if skipped is not None:
+                    skipped.append(f"{p}: symlink to {real}, outside {root}; skipped "
+                                   "(pass --follow-symlinks to index it)")
+                continue
+        if str(real) in seen:
+            continue
         try:
-            st = p.stat()
+            st = real.stat()
         except OSError:
             continue
-        out.append(FileStat(str(p.resolve()), st.st_size, st.st_mtime))
+        seen.add(str(real))
+        out.append(FileStat(str(real), st.st_size, st.st_mtime))
     return out
 
 
-def plan(store: EmbeddingStore, stats: Sequence[FileStat]) -> tuple[list[FileStat], int, list[str]]:
+def plan(store: EmbeddingStore, stats: Sequence[FileStat], verify: bool = False,
+         ) -> tuple[list[FileStat], int, list[str]]:
     """Split a scan into (to embed, number unchanged, paths gone from disk).
 
-    A file is re-embedded when its size or mtime changed; a file that failed before is retried
-    only when it changed.
+    A file is re-embedded when its size or mtime changed, or (``verify``) when its bytes no
+    longer hash to the stored SHA-1. A file that failed before is retried on every run (it may
+    have been fixed without its size or time changing, e.g. permissions).
     """
     known, failed = store.known(), store.known_failures()
+    hashes = store.known_sha1() if verify else {}
     todo, unchanged = [], 0
     for s in stats:
-        prev = known.get(s.path) or failed.get(s.path)
-        if prev is not None and prev[0] == s.size and abs(prev[1] - s.mtime) < 1e-6:
+        prev = known.get(s.path)
+        if prev is not None and prev[0] == s.size and abs(prev[1] - s.mtime) < 1e-6 \
+                and (not verify or _sha1_or_none(s.path) == hashes.get(s.path)):
             unchanged += 1
         else:
             todo.append(s)
     present = {s.path for s in stats}
     gone = [p for p in list(known) + list(failed) if p not in present]
     return todo, unchanged, gone
+
+
+def _sha1_or_none(path: str) -> str | None:
+    try:
+        return file_sha1(path)
+    except OSError:
+        return None  # unreadable now: re-embedding it records the failure
 
 
 class _DecodeDataset(Dataset):
@@ -106,6 +140,27 @@ def _collate(batch):
 
 def _worker_init(_: int) -> None:
     torch.set_num_threads(1)  # decoding workers must not compete with the model's threads
+    exit_with_parent()
+
+
+def exit_with_parent() -> None:
+    """Linux: have the kernel kill this process when its parent dies (even by SIGKILL).
+
+    PyTorch's DataLoader workers notice a dead parent only between items, after seconds; a
+    ``kill -9`` of ``calibclip index`` must not leave decoders running. No-op elsewhere.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os._exit(1)
 
 
 def embed_into(store: EmbeddingStore, encoder: Encoder, todo: Sequence[FileStat], batch_size: int = 64,
@@ -172,11 +227,16 @@ def default_workers() -> int:
 
 
 def index_folder(store: EmbeddingStore, folder: str | Path, encoder: Encoder, batch_size: int = 64,
-                 num_workers: int | None = None, dtype: str = "float16", progress: bool = True) -> IndexSummary:
-    """Bring the store up to date with ``folder``: add new/changed images, forget deleted ones."""
+                 num_workers: int | None = None, dtype: str = "float16", progress: bool = True,
+                 follow_symlinks: bool = False, verify: bool = False) -> IndexSummary:
+    """Bring the store up to date with ``folder``: add new/changed images, forget deleted ones.
+
+    ``follow_symlinks`` and ``verify``: see :func:`scan` and :func:`plan`.
+    """
     start = time.perf_counter()
-    stats = scan(folder)
-    todo, unchanged, gone = plan(store, stats)
+    links: list[str] = []
+    stats = scan(folder, follow_symlinks=follow_symlinks, skipped=links)
+    todo, unchanged, gone = plan(store, stats, verify=verify)
     removed = store.remove(gone) if gone else 0
     workers, threads = thread_plan(num_workers=num_workers)
     before = torch.get_num_threads()
@@ -185,6 +245,6 @@ def index_folder(store: EmbeddingStore, folder: str | Path, encoder: Encoder, ba
         added, failures = embed_into(store, encoder, todo, batch_size, workers, dtype, progress)
     finally:
         torch.set_num_threads(before)
-    return IndexSummary(added=added, unchanged=unchanged, removed=removed,
+    return IndexSummary(added=added, unchanged=unchanged, removed=removed, links_skipped=links,
                         failed=[(s.path, r) for s, r in failures], seconds=time.perf_counter() - start)
 

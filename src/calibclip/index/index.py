@@ -52,18 +52,50 @@ def _same_image_features(built: dict | None, asked: dict | None) -> bool:
     return CalibConfig.from_dict(built).image_fingerprint() == CalibConfig.from_dict(asked).image_fingerprint()
 
 
-def prepare_store(out: Path, encoder: Encoder, dtype: str, rebuild: bool, source: str) -> EmbeddingStore:
-    """Open/create the index at ``out`` for a (re)build and check it matches this run's model, CVE and dtype.
+def _model_source(encoder: Encoder) -> str:
+    return encoder.source or encoder.name
 
-    Shared by ``Index.build`` and the Ray pipeline; ``source`` (folder or URL) is recorded.
+
+def same_model(info: dict[str, str], encoder: Encoder) -> bool:
+    """Is ``encoder`` the model an index was built with? By fingerprint when both have one, else by location.
+
+    Indexes from before fingerprints recorded the model as typed; a relative path is compared
+    after resolving it from the current directory (the only meaning it ever had).
+    """
+    built_fp, fp = info.get("model_fingerprint"), encoder.fingerprint
+    if built_fp and fp:
+        return built_fp == fp
+    built = info.get("model")
+    if built is None or built in (encoder.name, _model_source(encoder)):
+        return True
+    return Path(built).expanduser().exists() and str(Path(built).expanduser().resolve()) == _model_source(encoder)
+
+
+def prepare_store(out: Path, encoder: Encoder, dtype: str, rebuild: bool, source: str, wait: bool = True,
+                  ) -> EmbeddingStore:
+    """Open/create the index at ``out`` as its one writer and check it matches this run's model, CVE and dtype.
+
+    Shared by ``Index.build`` and the Ray pipeline; ``source`` (folder or URL) is recorded. The
+    writer lock is held until the store is closed; ``wait=False`` fails at once when another
+    process writes the index. With ``rebuild`` a damaged meta.sqlite is started afresh.
     """
     if dtype not in ("float16", "float32"):
         raise UserError(f"--dtype {dtype}: use float16 or float32.")
-    store = EmbeddingStore(out, create=True)
+    store = EmbeddingStore(out, create=True, writer=True, wait=wait, discard_damaged=rebuild)
+    try:
+        _check_and_record(store, out, encoder, dtype, rebuild, source)
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
+def _check_and_record(store: EmbeddingStore, out: Path, encoder: Encoder, dtype: str, rebuild: bool,
+                      source: str) -> None:
     info = store.info()
     calib = _calib_dict(encoder.calibration)
     if info and not rebuild:
-        if info.get("model") != encoder.name:
+        if not same_model(info, encoder):
             raise UserError(f"{out}: built with model '{info.get('model')}', not '{encoder.name}'; "
                             "use the same --model, or --rebuild to re-embed everything.")
         if not _same_image_features(json.loads(info.get("calib", "null")), calib):
@@ -74,9 +106,8 @@ def prepare_store(out: Path, encoder: Encoder, dtype: str, rebuild: bool, source
                             "or --rebuild.")
     if rebuild:
         store.clear()
-    store.set_info(model=encoder.name, dim=str(encoder.dim), dtype=dtype, calib=json.dumps(calib),
-                   folder=source, format="1")
-    return store
+    store.set_info(model=_model_source(encoder), model_fingerprint=encoder.fingerprint or "", dim=str(encoder.dim),
+                   dtype=dtype, calib=json.dumps(calib), folder=source, format="1")
 
 
 class Index:
@@ -99,24 +130,34 @@ class Index:
     def build(cls, folder: str | Path, encoder: Encoder, out: str | Path | None = None, batch_size: int = 64,
               num_workers: int | None = None, dtype: str = "float16", progress: bool = True,
               rebuild: bool = False, index_type: str | None = None, nlist: int | None = None,
-              m: int | None = None, max_memory: int | None = None) -> "Index":
+              m: int | None = None, max_memory: int | None = None, follow_symlinks: bool | None = None,
+              verify: bool = False, wait: bool = True) -> "Index":
         """Index ``folder`` into ``out`` (default ``<folder>.idx``); on an existing index adds new/changed files only.
 
         ``index_type`` ("auto", "exact", "ivf-flat", "ivf-pq", "hnsw"; None = as last built, else
         auto) builds an approximate index beside the embeddings (see :mod:`calibclip.index.ann`);
         its report, with recall@10 against exact search, is ``index.ann_report``.
+        ``follow_symlinks`` (None: as last built, else False): index symlinks that leave ``folder``
+        (see :func:`calibclip.index.embed.scan`). ``verify``: re-hash unchanged-looking files and
+        re-embed those whose bytes changed. ``wait``: when another process is writing ``out``,
+        wait for it (True) or raise a UserError at once.
         """
         folder = Path(folder)
         if not folder.is_dir():
             raise UserError(f"{folder}: not a directory; pass the folder of images to index.")
         out = Path(out) if out is not None else default_index_path(folder)
-        store = prepare_store(out, encoder, dtype, rebuild, str(folder.resolve()))
-        summary = index_folder(store, folder, encoder, batch_size=batch_size, num_workers=num_workers,
-                               dtype=dtype, progress=progress)
-        from calibclip.index.ann import build_store_ann
+        store = prepare_store(out, encoder, dtype, rebuild, str(folder.resolve()), wait=wait)
+        try:
+            if follow_symlinks is None:
+                follow_symlinks = store.get_info("follow_symlinks", "0") == "1"
+            store.set_info(follow_symlinks="1" if follow_symlinks else "0")
+            summary = index_folder(store, folder, encoder, batch_size=batch_size, num_workers=num_workers,
+                                   dtype=dtype, progress=progress, follow_symlinks=follow_symlinks, verify=verify)
+            from calibclip.index.ann import build_store_ann
 
-        ann_report = build_store_ann(store, index_type, nlist=nlist, m=m, max_memory=max_memory)
-        store.close()
+            ann_report = build_store_ann(store, index_type, nlist=nlist, m=m, max_memory=max_memory)
+        finally:
+            store.close()
         index = cls(out, encoder)
         index.last_summary = summary
         index.ann_report = ann_report
@@ -144,11 +185,39 @@ class Index:
         return json.loads(self.store.get_info("calib", "null") or "null")
 
     @property
+    def model(self) -> str:
+        """The model the index was built with: absolute folder or HF id (as typed, for old indexes)."""
+        return self.store.get_info("model") or ""
+
+    def model_to_load(self) -> str:
+        """:attr:`model`, or a one-line error when the folder it names is gone (then ``--model`` points elsewhere)."""
+        model = self.model
+        looks_local = model.startswith((".", "/", "~")) or model.count("/") > 1
+        if looks_local and not Path(model).expanduser().exists():
+            raise UserError(f"{self.root}: built with the model at {model}, which does not exist (here); pass "
+                            "--model with the folder of the same model.")
+        return model
+
+    def check_model(self, encoder: Encoder) -> None:
+        """Refuse a model that is not the one the gallery was embedded with (dimension, then fingerprint)."""
+        info = self.info
+        dim = int(info.get("dim", 0) or 0)
+        if dim and encoder.dim != dim:
+            raise UserError(f"--model {encoder.name}: embeds into {encoder.dim} dimensions, but {self.root} holds "
+                            f"{dim}-dimensional embeddings of {info.get('model')}; use that model.")
+        if not same_model(info, encoder):
+            raise UserError(f"--model {encoder.name}: not the model {self.root} was built with "
+                            f"({info.get('model')}; its files differ); use that model, or re-index with "
+                            "`calibclip index ... --rebuild`.")
+
+    @property
     def encoder(self) -> Encoder:
         if self._encoder is None:
             from calibclip.backends.loading import load
 
-            self._encoder = load(self.store.get_info("model"))
+            enc = load(self.model_to_load())
+            self.check_model(enc)
+            self._encoder = enc
         return self._encoder
 
     @encoder.setter

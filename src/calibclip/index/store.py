@@ -7,21 +7,28 @@ Layout of ``<out>.idx/``::
 
 A batch is made durable in two steps: every shard file is written to a temporary name and
 renamed into place, then one SQLite transaction records the batch's items. A crash between the
-two leaves an orphan shard that nothing refers to (it is overwritten on resume), so an
-interrupted ``calibclip index`` loses at most the batch in flight and the next run resumes.
+two leaves an orphan shard that nothing refers to, so an interrupted ``calibclip index`` loses
+at most the batch in flight and the next run resumes.
+
+One writer at a time: a writer (``writer=True``) holds an exclusive lock on ``<out>.idx/write.lock``
+(``filelock``; released by the OS if the process dies) for as long as the store is open. Under
+it, the writer first removes what a killed run left behind (``.tmp-*`` files, shards no item
+refers to). Shard numbers are reserved in a transaction, so no two batches share a file. Readers
+take no lock: SQLite's WAL lets them read the last committed state while a writer runs.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Sequence
+import sys
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from calibclip.atomic import atomic_save_npy
+from calibclip.atomic import TMP_PREFIX, atomic_save_npy, file_mode
 from calibclip.errors import UserError
 
 SCHEMA = """
@@ -33,6 +40,18 @@ CREATE TABLE IF NOT EXISTS items(
 CREATE TABLE IF NOT EXISTS info(key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS failures(path TEXT PRIMARY KEY, size INTEGER, mtime REAL, reason TEXT);
 """
+LOCK_FILE = "write.lock"
+DB_FILE = "meta.sqlite"
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def damaged(what: str | Path, detail: object, root: str | Path) -> UserError:
+    """The one-line error for a damaged index file, with the command that repairs it."""
+    return UserError(f"{what}: the index is damaged ({detail}); rebuild it with "
+                     f"`calibclip index FOLDER --out {root} --rebuild`.")
 
 
 @dataclass(frozen=True)
@@ -47,23 +66,64 @@ class FileStat:
 class EmbeddingStore:
     """Low-level access to one index folder: metadata rows and embedding shards."""
 
-    def __init__(self, root: str | Path, create: bool = False, shared: bool = False) -> None:
-        """``shared``: the connection may be used from other threads (the caller serialises access)."""
+    def __init__(self, root: str | Path, create: bool = False, shared: bool = False, writer: bool = False,
+                 wait: bool = True, on_wait: Callable[[str], None] | None = None,
+                 discard_damaged: bool = False) -> None:
+        """Open (``create``: or create) the index folder ``root``.
+
+        ``shared``: the connection may be used from other threads (the caller serialises access).
+        ``writer``: take the exclusive writer lock first; when another process holds it, wait
+        (after telling ``on_wait``, default stderr) or, with ``wait=False``, raise a UserError at once.
+        ``discard_damaged``: an unreadable meta.sqlite is deleted and started afresh (``--rebuild``).
+        """
         self.root = Path(root)
-        db = self.root / "meta.sqlite"
+        self._lock = None
+        db = self.root / DB_FILE
         if not db.exists():
             if not create:
                 raise UserError(f"{self.root}: not a calibclip index (no meta.sqlite); "
                                 "build one with `calibclip index FOLDER --out INDEX`.")
+        if create or writer:
             (self.root / "shards").mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(db, isolation_level=None,  # explicit transactions below
-                                    check_same_thread=not shared)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=NORMAL")
-        self.conn.executescript(SCHEMA)
+        if writer:
+            self._lock = _acquire_writer_lock(self.root, wait, on_wait or _stderr)
+        try:
+            try:
+                self.conn = _connect(db, shared)
+            except sqlite3.DatabaseError as exc:
+                if not discard_damaged:
+                    raise damaged(db, exc, self.root) from None
+                for suffix in ("", "-wal", "-shm"):  # --rebuild: start from an empty database
+                    Path(f"{db}{suffix}").unlink(missing_ok=True)
+                self.conn = _connect(db, shared)
+            if writer:
+                self._remove_leftovers()
+        except BaseException:
+            self._release()
+            raise
 
     def close(self) -> None:
         self.conn.close()
+        self._release()
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def _remove_leftovers(self) -> None:
+        """Temporary files of a killed writer, and shards no item refers to (a batch never committed)."""
+        for folder in (self.root, self.root / "shards", self.root / "thumbs"):
+            for tmp in folder.glob(f"{TMP_PREFIX}*"):
+                tmp.unlink(missing_ok=True)
+        used = {int(r[0]) for r in self.conn.execute("SELECT DISTINCT shard FROM items")}
+        for f in (self.root / "shards").glob("*.npy"):
+            try:
+                shard = int(f.stem.rsplit("-", 1)[1])
+            except (IndexError, ValueError):
+                continue
+            if shard not in used:
+                f.unlink(missing_ok=True)
 
     # ---- info ----------------------------------------------------------------------------
     def get_info(self, key: str, default: str | None = None) -> str | None:
@@ -84,12 +144,21 @@ class EmbeddingStore:
         """path → (size, mtime) of every embedded item."""
         return {p: (s, m) for p, s, m in self.conn.execute("SELECT path, size, mtime FROM items")}
 
+    def known_sha1(self) -> dict[str, str]:
+        """path → SHA-1 of the bytes that were embedded."""
+        return dict(self.conn.execute("SELECT path, sha1 FROM items"))
+
     def known_failures(self) -> dict[str, tuple[int, float]]:
         return {p: (s, m) for p, s, m in self.conn.execute("SELECT path, size, mtime FROM failures")}
 
     def next_shard(self) -> int:
-        row = self.conn.execute("SELECT COALESCE(MAX(shard), -1) FROM items").fetchone()
-        return int(row[0]) + 1
+        """Reserve a shard number: above every one in use or reserved before, chosen inside a transaction."""
+        with self._tx():
+            used = self.conn.execute("SELECT COALESCE(MAX(shard), -1) FROM items").fetchone()[0]
+            reserved = self.conn.execute("SELECT value FROM info WHERE key='next_shard'").fetchone()
+            shard = max(int(used) + 1, int(reserved[0]) if reserved else 0)
+            self.conn.execute("INSERT OR REPLACE INTO info(key, value) VALUES('next_shard', ?)", (str(shard + 1),))
+        return shard
 
     def shard_path(self, feature_set: str, shard: int) -> Path:
         return self.root / "shards" / f"{feature_set}-{shard:06d}.npy"
@@ -157,15 +226,51 @@ class EmbeddingStore:
             sel = np.nonzero(shards == shard)[0]
             path = self.shard_path(feature_set, int(shard))
             if not path.exists():
-                raise UserError(f"{path}: embedding shard missing; the index is damaged — rebuild it with "
-                                "`calibclip index` (it re-embeds what is missing after `--rebuild`).")
-            arr = np.load(path, mmap_mode="r")
-            out[sel] = arr[local[sel]]
+                raise damaged(path, "embedding shard missing", self.root)
+            try:
+                arr = np.load(path, mmap_mode="r")
+                if arr.ndim != 2 or arr.shape[1] != dim or int(local[sel].max()) >= len(arr):
+                    raise ValueError(f"shape {arr.shape}, expected rows of {dim}")
+                out[sel] = arr[local[sel]]
+            except (ValueError, OSError, EOFError) as exc:  # truncated, random bytes, wrong shape
+                raise damaged(path, f"unreadable embedding shard: {exc}", self.root) from None
         return ids, out, [r[1] for r in rows]
 
     # ---- helpers -------------------------------------------------------------------------
     def _tx(self) -> "_Transaction":
         return _Transaction(self.conn)
+
+
+def _connect(db: Path, shared: bool) -> sqlite3.Connection:
+    """Open meta.sqlite in WAL mode (readers see committed batches while a writer runs)."""
+    conn = sqlite3.connect(db, isolation_level=None,  # explicit transactions below
+                           check_same_thread=not shared, timeout=30.0)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.executescript(SCHEMA)
+        conn.execute("SELECT id, path, size, mtime, sha1, shard, row FROM items LIMIT 1").fetchall()
+    except sqlite3.DatabaseError:
+        conn.close()
+        raise
+    return conn
+
+
+def _acquire_writer_lock(root: Path, wait: bool, on_wait: Callable[[str], None]):
+    """The exclusive writer lock of an index folder (a ``filelock.FileLock``, held until released)."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(root / LOCK_FILE, mode=file_mode())
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        if not wait:
+            raise UserError(f"{root}: another `calibclip index` is writing this index; wait until it finishes "
+                            "(run again without --no-wait to queue behind it).") from None
+        on_wait(f"{root}: another `calibclip index` is writing this index; waiting for it to finish "
+                "(Ctrl-C to stop) …")
+        lock.acquire()
+    return lock
 
 
 class _Transaction:

@@ -109,7 +109,13 @@ def create_app(index_path: str | Path, encoder: Any = None, phi: Any = None, api
         from calibclip.backends.loading import load
         from calibclip.index import Index
 
-        encoder = load(Index.open(index_path).store.get_info("model"), device=device)
+        index = Index.open(index_path)
+        encoder = load(index.model_to_load(), device=device)
+        index.check_model(encoder)
+        index.store.close()
+    from calibclip.backends.loading import SHIPPED_MODEL_WARNING, is_shipped_model
+
+    model_warning = SHIPPED_MODEL_WARNING if is_shipped_model(encoder) else None  # shown in the page header
     searcher = Searcher(index_path, encoder, calibration=resolve_calibration(index_path, calibration), phi=phi)
 
     batcher = TextBatcher(searcher, max_batch=cfg.max_batch)
@@ -219,7 +225,8 @@ def create_app(index_path: str | Path, encoder: Any = None, phi: Any = None, api
         snap = searcher.snapshot
         info = snap.info
         usable, why = _calib_usable(snap, searcher.calibration)
-        return {"images": snap.size, "model": info.get("model"), "dim": int(info.get("dim", 0) or 0),
+        return {"images": snap.size, "model": info.get("model"), "model_warning": model_warning,
+                "dim": int(info.get("dim", 0) or 0),
                 "dtype": info.get("dtype"), "index": str(searcher.index_path),
                 "calibration": {"built": snap.calibration is not None, "usable": usable, "reason": why},
                 "composed": {"enabled": searcher.phi is not None,

@@ -37,7 +37,13 @@ def resolve_image(snap: Snapshot, image_id: int) -> Path:
     except (OSError, RuntimeError):  # missing file or symlink loop
         raise ImageRefused(404, f"image {image_id} is no longer on disk; run `calibclip index` and "
                                 "POST /reload") from None
-    if not real.is_relative_to(snap.folder) or not real.is_file():
+    if not real.is_file():
+        raise ImageRefused(403, f"image {image_id} is not a regular file; refused")
+    # Index-time rule (calibclip.index.embed.scan): links leaving the folder were indexed only with
+    # --follow-symlinks, under their resolved target; such a target is served while it is still
+    # the very file indexed (no symlink swapped in since).
+    followed = snap.info.get("follow_symlinks") == "1" and str(real) == path
+    if not real.is_relative_to(snap.folder) and not followed:
         raise ImageRefused(403, f"image {image_id} resolves outside the indexed folder; refused")
     return real
 

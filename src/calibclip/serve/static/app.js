@@ -50,6 +50,9 @@ async function refreshStats() {
     state.stats = s;
     $("stats").textContent = `${s.images.toLocaleString()} images · ${s.model}`;
     $("stats").title = $("stats").textContent;
+    const warn = $("model-warning");  // the shipped synthetic model: say so on the page, every time
+    warn.hidden = !s.model_warning;
+    warn.textContent = s.model_warning ? `⚠ ${s.model_warning}` : "";
     $("key-button").hidden = !state.key;
     const calib = $("calib");
     calib.disabled = !s.calibration.usable;
