@@ -80,7 +80,12 @@ def train_cmd(
     val: str = typer.Option(None, "--val", help="Validate on NAME:ROOT[:SPLIT] (e.g. cirr:/data/cirr)."),
     val_every: int = typer.Option(0, "--val-every", min=0, help="Validate every N steps (and at the end)."),
     val_metric: str = typer.Option("R@1", "--val-metric", help="Metric that picks the best checkpoint."),
-    amp: bool = typer.Option(False, "--amp", help="Mixed precision (CUDA only)."),
+    amp: str = typer.Option("off", "--amp", help="Mixed precision: off (default, float32), fp16 (CUDA, with a "
+                                                 "GradScaler: the official run's), bf16. The trained tower keeps "
+                                                 "float32 weights."),
+    cond_dollar: str = typer.Option("pseudo", "--cond-dollar",
+                                    help="A '$' inside the conditioning text: pseudo (official: it also takes "
+                                         "the pseudo token) or drop (deleted)."),
     no_anchor: bool = typer.Option(False, "--no-anchor", help="Ablation: the trained tower also encodes targets."),
     no_refined_batch: bool = typer.Option(False, "--no-refined-batch", help="Ablation: only q_i/k_i pairs."),
     naive_concat: bool = typer.Option(False, "--naive-concat",
@@ -100,7 +105,7 @@ def train_cmd(
         data = read_triplets(triplets)
     print_warnings(caught)
     cfg = RTDConfig(steps=steps, batch_size=batch_size, accum=accum, lr=lr, weight_decay=wd, sigma=sigma,
-                    seed=seed, amp=amp, anchor=not no_anchor, refined_batch=not no_refined_batch,
+                    seed=seed, amp=amp, cond_dollar=cond_dollar, anchor=not no_anchor, refined_batch=not no_refined_batch,
                     naive_concat=naive_concat)
     validate = None
     if val:
@@ -123,3 +128,25 @@ def train_cmd(
     if res.best is not None:
         console.print(f"best {res.best['metric']} = {res.best['value']:.4f} at step {res.best['step']}: "
                       f"{res.best_path}")
+
+
+@rtd_app.command("export")
+@user_errors
+def export_cmd(
+    src: Path = typer.Argument(..., help="RTD checkpoint to read (calibclip's or official RTD's format)."),
+    dst: Path = typer.Argument(..., help="File to write."),
+    fmt: str = typer.Option(..., "--format", help="official ({'epoch', 'CLIPTextModelWithProjection'}, as official "
+                                                   "RTD's save_text_encoder) or calibclip."),
+    model: str = typer.Option(None, "--model", "-m", help="Base model (needed for --format calibclip)."),
+    device: str = typer.Option("cpu", "--device"),
+) -> None:
+    """Convert an RTD text-tower checkpoint between calibclip's format and the official RTD format."""
+    from rich.markup import escape
+
+    from calibclip.cir.rtd.tower import export_rtd
+    if fmt not in ("official", "calibclip"):
+        raise UserError(f"--format {fmt!r}: use official or calibclip.")
+    enc = common.load_encoder(model, device) if model and fmt == "calibclip" else None
+    meta = export_rtd(src, dst, fmt, enc)
+    console.print(f"[green]wrote[/green] {escape(str(dst))} ({fmt} format, from a {meta['source']} checkpoint, "
+                  f"step {meta.get('step')})")
