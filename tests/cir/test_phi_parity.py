@@ -197,3 +197,28 @@ def test_searle_fills_only_the_first_placeholder(tiny_encoder, tmp_path):
         manual = enc.text_tower(i2, m2, pseudo_tokens=s, pseudo_slots=want[:1]).embeds
     torch.testing.assert_close(first, manual)
     assert (first - every).abs().max() > 1e-4
+
+
+def test_train_phi_cli_val_masking_amp(tiny_model_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from calibclip.cli import app
+    from calibclip.data.synth.writers import generate
+
+    root = tmp_path / "cirr"
+    generate(root, "cir", {"val": 12}, seed=0, progress=False)
+    caps = tmp_path / "captions.txt"
+    caps.write_text("\n".join(_CORPUS) + "\n", encoding="utf-8")
+    out = tmp_path / "phi.pt"
+    args = ["train-phi", "--model", str(tiny_model_dir), "--captions", str(caps), "--out", str(out),
+            "--batch-size", "4", "--tagger", "rules", "--device", "cpu", "--quiet", "--steps", "2"]
+    r = CliRunner().invoke(app, args + ["--val", f"cirr:{root}:val", "--val-every", "1", "--masking", "words"])
+    assert r.exit_code == 0, r.output
+    assert "words keyword masking" in r.output and "best R@1" in r.output
+    assert out.exists() and best_path_for(out).exists()
+    st = torch.load(state_path_for(out), weights_only=True)
+    assert [v["step"] for v in st["val"]] == [1, 2] and st["config"]["masking"] == "words"
+    for bad, msg in [(["--amp", "fp16"], "fp16 needs a CUDA"), (["--masking", "spacy"], "--masking 'spacy'"),
+                     (["--val", "cirr"], "NAME:ROOT")]:
+        r = CliRunner().invoke(app, args + bad)
+        assert r.exit_code == 2 and msg in r.output and "Traceback" not in r.output, r.output
