@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import calibclip
-import calibclip.cir.train_phi as train_mod
+import importlib
 from calibclip.cir import build_phi, save_phi
 from calibclip.cir.compose import composed_text_embeds, pseudo_slots
 from calibclip.cir.keywords import RuleTagger, keyword_runs, mask_official, mask_words
@@ -19,6 +19,8 @@ from calibclip.cir.phi import load_phi
 from calibclip.cir.train_phi import (PhiTrainConfig, best_path_for, state_path_for, train_phi, with_slot)
 from calibclip.errors import UserError
 from calibclip.testing import _CORPUS, tiny_clip
+
+train_mod = importlib.import_module("calibclip.cir.train_phi")  # the package attribute is the function
 
 FAST = dict(batch_size=4, lr=1e-3, seed=3)
 
@@ -222,3 +224,13 @@ def test_train_phi_cli_val_masking_amp(tiny_model_dir, tmp_path):
                      (["--val", "cirr"], "NAME:ROOT")]:
         r = CliRunner().invoke(app, args + bad)
         assert r.exit_code == 2 and msg in r.output and "Traceback" not in r.output, r.output
+
+
+def test_validation_steps_follow_the_official_schedule(tiny_encoder, tmp_path, monkeypatch):
+    steps = []  # only the schedule matters here: a cheap stand-in loss keeps the 51 steps fast
+    monkeypatch.setattr(train_mod, "lincir_loss", lambda enc, phi, *a: phi(torch.ones(1, enc.dim)).pow(2).mean())
+    res = train_phi(tiny_encoder, _CORPUS, tmp_path / "phi.pt", PhiTrainConfig(steps=51, batch_size=2, seed=1),
+                    progress=False, tagger="rules", validate=lambda e, p: steps.append(1) or {"R@1": 0.0},
+                    val_every=20)
+    assert [v["step"] for v in res.val] == [20, 40, 50, 51]  # every N, step 50 (official), the end
+    assert res.best["step"] == 20  # all equal: the earliest wins

@@ -1,6 +1,11 @@
-"""LinCIR's keyword masking of captions (method: docs/methods/zs-cir.md): every maximal run of NOUN/PROPN/ADJ/DET
-words becomes the placeholder ``$``; a caption without one gets one random word replaced; a
-caption without words becomes "a photo of $".
+"""LinCIR's keyword masking of captions (method: docs/methods/zs-cir.md §3), two modes:
+
+- ``mask_official`` (``--masking official``, default): the official loader bug for bug — the
+  keyword runs (``keyword_runs``) replaced with ``str.replace`` (every occurrence, also inside other
+  words), the random-word fallback at the first missing keyword;
+- ``mask_words`` (``--masking words``): every maximal run of NOUN/PROPN/ADJ/DET words becomes the
+  placeholder ``$``, whole tokens only; a caption without one gets one random word replaced; a
+  caption without words becomes "a photo of $".
 
 Part-of-speech tags come from spaCy's ``en_core_web_sm`` when both are installed (the tagger LinCIR
 used). The model is not published on PyPI (only on spaCy's own release page, plus unofficial

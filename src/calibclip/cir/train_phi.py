@@ -16,7 +16,7 @@ fallback), ``masking="words"`` replaces whole keyword runs only (``keywords.mask
 a masked caption whose `$` does not survive the 77-token context becomes "a photo of $" (official).
 
 Checkpoint selection (``validate``/``val_every``): like the official script, φ is validated every
-``val_every`` steps (official: 1000, on CIRR val) and the φ with the strictly highest ``val_metric``
+``val_every`` steps and at step 50 (official: 1000, on CIRR val) and the φ with the strictly highest ``val_metric``
 (R@1; ties keep the earlier step) is written to ``<out stem>.best.pt``; ``out`` is always the last φ.
 
 Choices where the paper is silent (also in docs/methods/zs-cir.md):
@@ -215,13 +215,14 @@ def _load_state(state_path: Path, cfg: PhiTrainConfig, fp: str, tagger: str, enc
 def train_phi(enc: Any, captions: Sequence[str], out: str | Path, cfg: PhiTrainConfig = PhiTrainConfig(),
               save_every: int = 0, resume: bool = False, progress: bool = True,
               tagger: str | Tagger = "auto", validate: Validator | None = None, val_every: int = 0,
-              val_metric: str = "R@1") -> PhiTrainResult:
+              val_metric: str = "R@1", val_also: Sequence[int] = (50,)) -> PhiTrainResult:
     """Train φ for ``enc`` on ``captions``; writes ``out`` (φ, our format) and ``out.train.pt`` (state).
 
     ``save_every``: also write both every N steps (0: only at the end and on Ctrl-C). ``resume``:
     continue from the state file (same model, captions and options; ``cfg.steps`` may grow).
-    ``validate(enc, phi) -> metrics`` every ``val_every`` steps (and at the end) keeps the φ with the
-    strictly highest ``val_metric`` at ``<out stem>.best.pt``.
+    ``validate(enc, phi) -> metrics`` every ``val_every`` steps, at the steps in ``val_also`` and at the
+    end (official: every 1000 steps and at step 50) keeps the φ with the strictly highest
+    ``val_metric`` at ``<out stem>.best.pt``.
     """
     t0 = time.perf_counter()
     captions = [c.strip() for c in captions if c and c.strip()]
@@ -301,7 +302,7 @@ def train_phi(enc: Any, captions: Sequence[str], out: str | Path, cfg: PhiTrainC
                 bar.update(1)
                 bar.set_postfix(loss=f"{res.losses[-1]:.4g}")
                 done = step + 1
-                if validate is not None and val_every > 0 and done % val_every == 0:
+                if validate is not None and ((val_every > 0 and done % val_every == 0) or done in val_also):
                     run_validation(done)
                 if save_every and done % save_every == 0 and done < cfg.steps:
                     save(done)

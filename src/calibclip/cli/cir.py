@@ -23,7 +23,8 @@ def train_phi_cmd(
     save_every: int = typer.Option(0, "--save-every", min=0, help="Write φ and a resumable state every N steps."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT's saved training state."),
     seed: int = typer.Option(0, "--seed"),
-    kind: str = typer.Option("lincir", "--kind", help="φ architecture: lincir (= searle) or pic2word."),
+    kind: str = typer.Option("lincir", "--kind", help="φ architecture: lincir or pic2word (searle = the lincir architecture; training is "
+                                                   "always LinCIR's, so the φ fills every $)."),
     tagger: str = typer.Option("auto", "--tagger",
                                help="POS tagger of the keyword masking: auto (spaCy en_core_web_sm if installed, "
                                     "else rules), spacy, rules."),
@@ -34,7 +35,7 @@ def train_phi_cmd(
                                                  "GradScaler: the official run's), bf16. φ keeps float32 weights."),
     val: str = typer.Option(None, "--val", help="Validate on NAME:ROOT[:SPLIT] (official: cirr:/data/cirr) and keep "
                                                 "the best φ (strictly higher --val-metric) as OUT stem + .best.pt."),
-    val_every: int = typer.Option(1000, "--val-every", min=1, help="Validate every N steps (official: 1000)."),
+    val_every: int = typer.Option(1000, "--val-every", min=1, help="Validate every N steps, at step 50 and at the end (official: 1000)."),
     val_metric: str = typer.Option("R@1", "--val-metric", help="Metric that picks the best φ."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1 ..."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -65,4 +66,4 @@ def train_phi_cmd(
     console.print(f"[green]wrote[/green] {escape(str(res.out))} (state: {escape(str(res.state_path))}){last}")
     if res.best is not None:
         console.print(f"best {escape(res.best['metric'])} = {res.best['value']:.4f} at step {res.best['step']}: "
-                      f"{escape(str(res.best_path))}")
+                      f"{escape(str(res.best_path))} (the official scripts report this one; OUT is the last step)")

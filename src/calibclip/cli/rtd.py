@@ -78,7 +78,8 @@ def train_cmd(
     save_every: int = typer.Option(0, "--save-every", min=0, help="Save a resumable state every N steps."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT's saved training state."),
     val: str = typer.Option(None, "--val", help="Validate on NAME:ROOT[:SPLIT] (e.g. cirr:/data/cirr)."),
-    val_every: int = typer.Option(0, "--val-every", min=0, help="Validate every N steps (and at the end)."),
+    val_every: int = typer.Option(100, "--val-every", min=1,
+                                  help="Validate every N steps, at step 50 and at the end (official: 100)."),
     val_metric: str = typer.Option("R@1", "--val-metric", help="Metric that picks the best checkpoint."),
     amp: str = typer.Option("off", "--amp", help="Mixed precision: off (default, float32), fp16 (CUDA, with a "
                                                  "GradScaler: the official run's), bf16. The trained tower keeps "
@@ -113,8 +114,6 @@ def train_cmd(
         validate = build_validator(val, phi, model, cache_dir=cache)
     enc = common.load_encoder(model, device)
     phi_mod = None if naive_concat else _load_phi(phi, enc)
-    if validate is not None and val_every == 0:
-        val_every = max(1, steps // 10)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -127,7 +126,7 @@ def train_cmd(
                   f"{res.triplets_per_second:.1f} triplets/s); state {res.state_path}; curve {res.plot_path}")
     if res.best is not None:
         console.print(f"best {res.best['metric']} = {res.best['value']:.4f} at step {res.best['step']}: "
-                      f"{res.best_path}")
+                      f"{res.best_path} (the official scripts report this one; {out} is the last step)")
 
 
 @rtd_app.command("export")

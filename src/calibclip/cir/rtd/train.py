@@ -215,12 +215,14 @@ def optimisation_step(enc: Any, tower: torch.nn.Module, phi: torch.nn.Module | N
 def train_rtd(enc: Any, phi: torch.nn.Module | None, triplets: Sequence[Triplet], out: str | Path,
               cfg: RTDConfig = RTDConfig(), save_every: int = 0, resume: bool = False,
               validate: Validator | None = None, val_every: int = 0, val_metric: str = "R@1",
-              progress: bool = True, plot: bool = True) -> TrainResult:
+              progress: bool = True, plot: bool = True, val_also: Sequence[int] = (50,)) -> TrainResult:
     """Fine-tune a trainable copy of ``enc``'s text tower with RTD and write it to ``out``.
 
     ``phi``: the base method's frozen projection (unused with ``cfg.naive_concat``). ``validate``
-    is called with the encoder running the current tower and returns metrics; the tower with the
-    best ``val_metric`` (higher is better) is kept at ``<out stem>.best.pt``.
+    is called with the encoder running the current tower and returns metrics, every ``val_every``
+    steps, at the steps in ``val_also`` and at the end (the official script: every 100 steps and at
+    step 50, on CIRR val); the tower with the strictly highest ``val_metric`` (ties keep the earlier
+    step, as the official ``>``) is kept at ``<out stem>.best.pt``; ``out`` is always the last step.
     """
     if cfg.steps < 1 or cfg.batch_size < 1 or cfg.accum < 1:
         raise UserError("--steps, --batch-size and --accum must be at least 1.")
@@ -304,7 +306,7 @@ def train_rtd(enc: Any, phi: torch.nn.Module | None, triplets: Sequence[Triplet]
             bar.update(1)
             bar.set_postfix(loss=f"{step_loss:.4f}", trip_s=f"{per_step / (time.perf_counter() - ts):.1f}")
             done = step + 1
-            if validate is not None and val_every > 0 and done % val_every == 0:
+            if validate is not None and ((val_every > 0 and done % val_every == 0) or done in val_also):
                 run_validation(done)
             if save_every > 0 and done % save_every == 0 and done < cfg.steps:
                 save_state(done)
