@@ -184,7 +184,8 @@ class SpacyTagger:
         self.nlp = spacy.load(model, disable=["parser", "ner", "lemmatizer"])
 
     def __call__(self, texts: Sequence[str]) -> list[Tagged]:
-        return [[(t.text, t.pos_) for t in doc if not t.is_space] for doc in self.nlp.pipe(list(texts))]
+        # whitespace tokens (pos "SPACE") are kept: they end a keyword run, as in the official loader
+        return [[(t.text, t.pos_) for t in doc] for doc in self.nlp.pipe(list(texts))]
 
 
 def get_tagger(kind: str = "auto") -> Tagger:
