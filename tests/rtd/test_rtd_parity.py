@@ -198,3 +198,20 @@ def test_ctrl_c_inside_the_optimiser_step_is_committed(tiny_encoder, triplets, t
     assert resumed.losses == full.losses
     a, b = read_rtd(tmp_path / "a" / "rtd.pt")["state_dict"], read_rtd(tmp_path / "b" / "rtd.pt")["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_train_cli_refuses_a_phi_of_another_dimension(tiny_model_dir, triplets, tmp_path):
+    from calibclip.cir import build_phi
+
+    from calibclip.cir.rtd import write_triplets
+    path = tmp_path / "t.jsonl"
+    write_triplets(triplets[:6], path)
+    base = ["rtd", "train", "--model", str(tiny_model_dir), "--triplets", str(path), "--out", str(tmp_path / "o.pt"),
+            "--device", "cpu", "-q", "--steps", "1", "--batch-size", "3", "--accum", "1"]
+    save_phi_path = tmp_path / "wide-phi.pt"
+    from calibclip.cir import save_phi
+    save_phi(build_phi("lincir", 48, 48), save_phi_path)
+    (tmp_path / "text.pt").write_text("not a checkpoint")
+    for phi, msg in [(save_phi_path, "48 → 48"), (tmp_path / "text.pt", "text.pt")]:
+        r = CliRunner().invoke(app, base + ["--phi", str(phi)])
+        assert r.exit_code == 2 and msg in r.output and "Traceback" not in r.output, r.output

@@ -41,24 +41,18 @@ def make_triplets_cmd(
 
 
 def _load_phi(path: Path, enc: Any) -> Any:
-    """φ from a checkpoint via calibclip.cir.load_phi, checked against the encoder's sizes."""
-    import torch
+    """φ from a checkpoint (any supported format), checked against the encoder's sizes before it runs."""
+    from calibclip.cir import load_phi
+    from calibclip.cir.compose import check_phi
 
     if not path.is_file():
         raise UserError(f"--phi {path}: no such file.")
-    try:
-        from calibclip.cir import load_phi  # type: ignore[attr-defined]
-    except ImportError:
-        raise UserError("--phi: loading φ needs calibclip.cir.load_phi, which this install lacks; "
-                        "use --naive-concat to train without φ.") from None
     phi = load_phi(path)
-    phi = phi.to(enc.device).eval()
-    with torch.inference_mode():
-        out = phi(torch.zeros(2, enc.dim, device=enc.device, dtype=next(phi.parameters()).dtype))
-    if tuple(out.shape) != (2, enc.token_dim):
-        raise UserError(f"--phi {path}: maps {enc.dim} → {tuple(out.shape)[-1]} but model '{enc.name}' needs "
-                        f"{enc.dim} → {enc.token_dim}; use a φ trained for this model.")
-    return phi
+    try:
+        check_phi(enc, phi)
+    except UserError as exc:
+        raise UserError(f"--phi {path}: {exc}") from None
+    return phi.to(enc.device).eval()
 
 
 @rtd_app.command("train")
