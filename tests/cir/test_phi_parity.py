@@ -131,11 +131,12 @@ def test_ctrl_c_inside_the_optimiser_step_is_committed(tiny_encoder, tmp_path, m
     full = train_phi(enc, _CORPUS, tmp_path / "a" / "phi.pt", cfg, progress=False, tagger="rules")
     real_step, calls = torch.optim.AdamW.step, []
 
-    def step_with_sigint(self, *a, **k):  # Ctrl-C arrives in the middle of the 3rd update
+    def step_with_sigint(self, *a, **k):  # Ctrl-C arrives at the end of the 3rd update
         calls.append(1)
-        if len(calls) == 3:
+        out = real_step(self, *a, **k)
+        if len(calls) == 3:  # the update is done, its record not yet: the failure of issue 16.15
             os.kill(os.getpid(), signal.SIGINT)
-        return real_step(self, *a, **k)
+        return out
 
     monkeypatch.setattr(torch.optim.AdamW, "step", step_with_sigint)
     with pytest.raises(KeyboardInterrupt):

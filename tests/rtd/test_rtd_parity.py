@@ -181,11 +181,12 @@ def test_ctrl_c_inside_the_optimiser_step_is_committed(tiny_encoder, triplets, t
     full = train_rtd(enc, phi, triplets, tmp_path / "a" / "rtd.pt", cfg, progress=False, plot=False)
     real_step, calls = torch.optim.AdamW.step, []
 
-    def step_with_sigint(self, *a, **k):  # Ctrl-C arrives in the middle of the 2nd update
+    def step_with_sigint(self, *a, **k):  # Ctrl-C arrives at the end of the 2nd update
         calls.append(1)
-        if len(calls) == 2:
+        out = real_step(self, *a, **k)
+        if len(calls) == 2:  # the update is done, its record not yet: the failure of issue 16.15
             os.kill(os.getpid(), signal.SIGINT)
-        return real_step(self, *a, **k)
+        return out
 
     monkeypatch.setattr(torch.optim.AdamW, "step", step_with_sigint)
     with pytest.raises(KeyboardInterrupt), warnings.catch_warnings():
