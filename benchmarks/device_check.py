@@ -340,14 +340,14 @@ def rtd_amp(enc: HFClipEncoder, mode: str) -> tuple[Callable[[], Any], torch.amp
     Uses ``RTDConfig.amp`` as the string "off"|"fp16"|"bf16" with the trainer's ``autocast_for``; with
     an older boolean ``amp`` it builds the same autocast itself (the bool API cannot force fp16).
     """
+    from calibclip.cir.precision import autocast_for
     from calibclip.cir.rtd import RTDConfig
-    from calibclip.cir.rtd.train import autocast_for
 
     if mode == "off":
         return contextlib.nullcontext, None, "fp32"
     if isinstance(RTDConfig().amp, str):
-        factory, needs_scaler = autocast_for(enc, RTDConfig(amp=mode))
-        return factory, (torch.amp.GradScaler("cuda") if needs_scaler else None), "RTDConfig.amp"
+        factory, scaler = autocast_for(enc.device, RTDConfig(amp=mode).amp)  # the trainers' own rule
+        return factory, scaler, "RTDConfig.amp"
     dtype = torch.float16 if mode == "fp16" else torch.bfloat16
     return ((lambda: torch.autocast(enc.device.type, dtype=dtype)),
             torch.amp.GradScaler("cuda") if mode == "fp16" else None, "manual (RTDConfig.amp is a bool here)")

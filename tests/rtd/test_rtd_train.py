@@ -211,7 +211,7 @@ def test_train_cli_naive_concat_reports_bad_rows(tiny_model_dir, triplets, tmp_p
     assert "t.jsonl:11:" in r.output and "trained" in r.output and out.exists()
     r = CliRunner().invoke(app, args[:-4] + ["--device", "cpu", "-q"])  # no φ and no --naive-concat
     assert r.exit_code == 2 and "--phi is required" in r.output and "Traceback" not in r.output
-    r = CliRunner().invoke(app, args + ["--amp"])
+    r = CliRunner().invoke(app, args + ["--amp", "fp16"])  # --amp takes a mode since issue 15.4
     assert r.exit_code == 2 and "CUDA" in r.output
 
 

@@ -68,8 +68,12 @@ class Encoder(ABC):
     @abstractmethod
     def text_tower(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                    pseudo_tokens: torch.Tensor | None = None, key_mask: torch.Tensor | None = None,
-                   text_model: Any = None) -> TextOutput:
-        """Run the text tower, optionally with pseudo tokens spliced in and keys masked."""
+                   text_model: Any = None, pseudo_slots: torch.Tensor | None = None) -> TextOutput:
+        """Run the text tower, optionally with pseudo tokens spliced in and keys masked.
+
+        ``pseudo_slots`` (B, T) bool: the positions that take the row's pseudo token; default every
+        placeholder (``$``) token (LinCIR/RTD/Pic2Word); SEARLE passes only the first ``$`` of a row.
+        """
 
     @abstractmethod
     def last_block_attention(self, tower: str, last_in: torch.Tensor,

@@ -92,13 +92,14 @@ class HFClipEncoder(Encoder):
 
     def text_tower(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                    pseudo_tokens: torch.Tensor | None = None, key_mask: torch.Tensor | None = None,
-                   text_model: Any = None) -> TextOutput:
+                   text_model: Any = None, pseudo_slots: torch.Tensor | None = None) -> TextOutput:
         tm = text_model if text_model is not None else self.model.text_model
         projection = getattr(text_model, "text_projection", None) or self.model.text_projection
         input_ids = input_ids.to(self.device)
         tok = tm.embeddings.token_embedding(input_ids)
         if pseudo_tokens is not None:
-            slot = (input_ids == self.placeholder_id).unsqueeze(-1)
+            slot = (input_ids == self.placeholder_id) if pseudo_slots is None else pseudo_slots.to(self.device)
+            slot = slot.unsqueeze(-1)
             tok = torch.where(slot, pseudo_tokens.to(tok.dtype)[:, None, :].expand_as(tok), tok)
         h = tm.embeddings(inputs_embeds=tok)
         b, t = input_ids.shape

@@ -1,7 +1,13 @@
 """Composed queries through a φ projection (method: docs/methods/zs-cir.md), plain and CalibCLIP-calibrated.
 
     s = φ(ψ_I(I_r))                         (un-normalised image_embeds)
-    q = normalize(ψ_T(prompt.format(T_c) ; s))   every `$` token of the prompt takes s
+    q = normalize(ψ_T(prompt.format(T_c) ; s))   the `$` token(s) of the prompt take s
+
+Which `$` tokens take s depends on the method, as in the official code (``fill_rule``): LinCIR, RTD
+and Pic2Word (RTD's ``encode_with_pseudo_tokens_HF``, which they share) replace **every** `$` of the
+row; SEARLE (``encode_with_pseudo_tokens``) replaces only the **first** `$` of each row, later ones
+keep the ordinary `$` word embedding. A φ says which through its ``kind`` ("searle" only when the
+file or ``load_phi(..., kind="searle")`` says so: the official SEARLE and LinCIR files are alike).
 
 Choices where the specs are silent (written here as the spec asks):
 - A literal ``$`` in the user's modification text is replaced by a space: it would otherwise tokenise
@@ -10,7 +16,9 @@ Choices where the specs are silent (written here as the spec asks):
   Index.rank's re-ranking: "plain" is the uncalibrated query above (the first-stage retrieval, as
   plain text queries are for text→image search) and "dcc" is the calibrated one: s from the CVE
   embedding of the reference image (calibclip.md §4: "CVE on the reference image before φ") and the
-  composed text re-encoded with DCC (the pseudo token is never masked, calib.dcc excludes it).
+  composed text re-encoded with DCC (the pseudo token is never masked, calib.dcc excludes it). The
+  DCC pass fills every `$` also for a SEARLE φ (the default prompt has a single `$`, so it only
+  differs for a custom prompt with several).
 """
 
 from __future__ import annotations
@@ -76,6 +84,20 @@ def check_phi(enc: Any, phi: torch.nn.Module) -> None:
                         "(image embedding → token width); use a φ trained for this model.")
 
 
+def fill_rule(phi: torch.nn.Module) -> str:
+    """"first" for a SEARLE φ (only the first `$` of a row takes s), else "all" (LinCIR, RTD, Pic2Word)."""
+    return "first" if getattr(phi, "kind", None) == "searle" else "all"
+
+
+def pseudo_slots(ids: torch.Tensor, placeholder_id: int, rule: str = "all") -> torch.Tensor:
+    """(B, T) bool positions that take the pseudo token: every placeholder, or the first one per row."""
+    slots = ids == placeholder_id
+    if rule == "first":
+        first = slots.int().cumsum(dim=1) == 1
+        slots = slots & first
+    return slots
+
+
 def pseudo_tokens(enc: Any, phi: torch.nn.Module, image_embeds: torch.Tensor) -> torch.Tensor:
     """s = φ(image_embeds) (B, D_tok), φ in eval mode, on the encoder's device."""
     check_phi(enc, phi)
@@ -89,8 +111,10 @@ def pseudo_tokens(enc: Any, phi: torch.nn.Module, image_embeds: torch.Tensor) ->
 
 
 def composed_text_embeds(enc: Any, s: torch.Tensor, texts: Sequence[str], prompt: str = DEFAULT_PROMPT,
-                         text_model: Any = None) -> torch.Tensor:
-    """ψ_T(prompt.format(text) ; s): projected, un-normalised (B, D); gradients flow if enabled."""
+                         text_model: Any = None, rule: str = "all") -> torch.Tensor:
+    """ψ_T(prompt.format(text) ; s): projected, un-normalised (B, D); gradients flow if enabled.
+
+    ``rule``: which `$` take s ("all", or "first" for SEARLE; see ``fill_rule``)."""
     if len(texts) != s.shape[0]:
         raise ValueError(f"{len(texts)} texts but {s.shape[0]} pseudo tokens")
     ids, mask = enc.tokenize(composed_texts(texts, prompt))
@@ -98,7 +122,8 @@ def composed_text_embeds(enc: Any, s: torch.Tensor, texts: Sequence[str], prompt
     if not bool((ids == enc.placeholder_id).any(dim=1).all()):
         raise UserError(f"prompt {prompt!r}: the '$' was cut off by the {enc.context_length}-token context; "
                         "put '$' before the modification text or shorten the text.")
-    return enc.text_tower(ids, mask, pseudo_tokens=s, text_model=text_model).embeds
+    slots = None if rule == "all" else pseudo_slots(ids, enc.placeholder_id, rule)
+    return enc.text_tower(ids, mask, pseudo_tokens=s, text_model=text_model, pseudo_slots=slots).embeds
 
 
 def _check_inputs(images: Sequence[Image.Image], texts: Sequence[str] | str) -> list[str]:
@@ -148,7 +173,7 @@ def encode_composed(enc: Any, images: Sequence[Image.Image], texts: Sequence[str
     with torch.inference_mode():
         for a in range(0, len(texts), batch_size):
             s = pseudo_tokens(enc, phi, reference_embeds(enc, enc.preprocess(images[a:a + batch_size])))
-            chunks.append(l2n(composed_text_embeds(enc, s, texts[a:a + batch_size], prompt)))
+            chunks.append(l2n(composed_text_embeds(enc, s, texts[a:a + batch_size], prompt, rule=fill_rule(phi))))
     # one host copy at the end: a per-batch .cpu() would stall the GPU queue every batch
     return torch.cat(chunks).float().cpu().numpy() if chunks else np.zeros((0, enc.dim), np.float32)
 
@@ -176,10 +201,10 @@ def composed_feature_set(enc: Any, images: Sequence[Image.Image], texts: Sequenc
             e, e_cve = cve_reference_embeds(enc, enc.preprocess(images[a:a + batch_size]), cfg)
             s_cve = pseudo_tokens(enc, phi, e_cve)
             feats = text_feature_set(enc, composed_texts(batch, prompt), cfg, pseudo_tokens=s_cve)
-            if e_cve is e:  # CVE changed nothing: the calib pass already encoded the plain query
+            if e_cve is e and fill_rule(phi) == "all":  # CVE changed nothing: the calib pass encoded the plain query
                 plain = feats["plain"]
             else:
-                plain = l2n(composed_text_embeds(enc, pseudo_tokens(enc, phi, e), batch, prompt))
+                plain = l2n(composed_text_embeds(enc, pseudo_tokens(enc, phi, e), batch, prompt, rule=fill_rule(phi)))
             plains.append(plain)
             dccs.append(feats["dcc"])
     if not plains:

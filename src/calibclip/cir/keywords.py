@@ -1,6 +1,11 @@
-"""LinCIR's keyword masking of captions (method: docs/methods/zs-cir.md): every maximal run of NOUN/PROPN/ADJ/DET
-words becomes the placeholder ``$``; a caption without one gets one random word replaced; a
-caption without words becomes "a photo of $".
+"""LinCIR's keyword masking of captions (method: docs/methods/zs-cir.md §3), two modes:
+
+- ``mask_official`` (``--masking official``, default): the official loader bug for bug — the
+  keyword runs (``keyword_runs``) replaced with ``str.replace`` (every occurrence, also inside other
+  words), the random-word fallback at the first missing keyword;
+- ``mask_words`` (``--masking words``): every maximal run of NOUN/PROPN/ADJ/DET words becomes the
+  placeholder ``$``, whole tokens only; a caption without one gets one random word replaced; a
+  caption without words becomes "a photo of $".
 
 Part-of-speech tags come from spaCy's ``en_core_web_sm`` when both are installed (the tagger LinCIR
 used). The model is not published on PyPI (only on spaCy's own release page, plus unofficial
@@ -179,7 +184,8 @@ class SpacyTagger:
         self.nlp = spacy.load(model, disable=["parser", "ner", "lemmatizer"])
 
     def __call__(self, texts: Sequence[str]) -> list[Tagged]:
-        return [[(t.text, t.pos_) for t in doc if not t.is_space] for doc in self.nlp.pipe(list(texts))]
+        # whitespace tokens (pos "SPACE") are kept: they end a keyword run, as in the official loader
+        return [[(t.text, t.pos_) for t in doc] for doc in self.nlp.pipe(list(texts))]
 
 
 def get_tagger(kind: str = "auto") -> Tagger:
@@ -223,3 +229,49 @@ def mask_keywords(captions: Sequence[str], tagger: Tagger, rng: random.Random, c
     """c′ for each caption (a literal ``$`` in a caption is dropped first: it would take s too)."""
     clean = [c.replace(cfg.placeholder, " ") for c in captions]
     return [mask_tagged(t, rng, cfg) for t in tagger(clean)]
+
+
+# ---- the official loader's masking (``--masking official``) --------------------------------------
+OFFICIAL_SLOT = "[$]"  # the official loader's added special token, turned into the `$` token at the end
+
+
+def keyword_runs(tagged: Tagged, cfg: MaskConfig = MASK) -> list[str]:
+    """The official ``extract_keywords_spacy``: maximal runs of NOUN/PROPN/ADJ/DET token texts, each run's
+    tokens joined by one space, in caption order, duplicates kept."""
+    runs, cur = [], []
+    for tok, pos in tagged:
+        if pos in cfg.keyword_pos:
+            cur.append(tok)
+        elif cur:
+            runs.append(" ".join(cur))
+            cur = []
+    if cur:
+        runs.append(" ".join(cur))
+    return runs
+
+
+def mask_official(caption: str, keywords: Sequence[str], rng: random.Random) -> str:
+    """The official ``CaptionDataset.__getitem__`` replacement on a cleaned caption, bug for bug:
+
+    each keyword found in the caption is replaced by ``str.replace`` — every occurrence, also inside
+    other words ("a cat" in "a catalog" → "[$]alog"); at the first keyword that is empty or not found
+    (and for an empty list) one random space-separated word of the caption (``random.sample``; it may
+    be "" for a double space, which puts a slot between every character) is replaced the same way and
+    the loop stops. Returns the text with each slot as a separate `` $ `` token (as the tokenizer splits
+    the special token out); the caller applies the truncation fallback (``with_slot``).
+    """
+    replaced = caption
+    for kw in list(keywords) or [""]:
+        if kw != "" and kw in caption:  # membership in the ORIGINAL caption, as the official code
+            replaced = replaced.replace(kw, OFFICIAL_SLOT)
+        else:
+            words = caption.split(" ")
+            for w in rng.sample(words, k=min(int(len(words) * 1.0), 1)):
+                replaced = replaced.replace(w, OFFICIAL_SLOT)
+            break
+    return replaced.replace(OFFICIAL_SLOT, f" {MASK.placeholder} ")
+
+
+def mask_words(tagged: Tagged, rng: random.Random, cfg: MaskConfig = MASK) -> str:
+    """``--masking words``: whole keyword runs only (``mask_tagged``), never a substring of a word."""
+    return mask_tagged(tagged, rng, cfg)

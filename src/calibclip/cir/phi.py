@@ -90,7 +90,9 @@ def build_phi(kind: str, input_dim: int, output_dim: int, hidden_dim: int | None
     """A freshly initialised φ of ``kind`` ("lincir", "searle" = same architecture, "pic2word")."""
     kind = kind.lower()
     if kind in ("lincir", "searle"):
-        return LinCIRPhi(input_dim, output_dim, hidden_dim, **kwargs)
+        phi = LinCIRPhi(input_dim, output_dim, hidden_dim, **kwargs)
+        phi.kind = kind  # same weights; "searle" fills only the first `$` (calibclip.cir.compose.fill_rule)
+        return phi
     if kind == "pic2word":
         return Pic2WordPhi(input_dim, output_dim, hidden_dim or PHI.pic2word_hidden, **kwargs)
     raise UserError(f"unknown φ kind {kind!r}; use one of {', '.join(KINDS)}.")
@@ -171,6 +173,7 @@ def phi_from_checkpoint(obj: Any, path: str | Path = "<checkpoint>") -> nn.Modul
         if kind not in KINDS:
             raise UserError(f"{path}: unknown φ kind {obj['kind']!r} (expected one of {', '.join(KINDS)}).")
         phi = _from_state_dict("pic2word" if kind == "pic2word" else "lincir", obj["state_dict"], "calibclip", path)
+        phi.kind = kind  # type: ignore[assignment]  # keeps "searle": its first-`$`-only rule
         if (phi.input_dim, phi.output_dim) != (int(obj["input_dim"]), int(obj["output_dim"])):
             raise UserError(f"{path}: its weights map {phi.input_dim} → {phi.output_dim} but the file says "
                             f"{obj['input_dim']} → {obj['output_dim']}; the file is damaged.")
@@ -188,8 +191,13 @@ def phi_from_checkpoint(obj: Any, path: str | Path = "<checkpoint>") -> nn.Modul
                     "Pic2Word's ('state_dict_img2text').")
 
 
-def load_phi(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+def load_phi(path: str | Path, device: str | torch.device = "cpu", kind: str | None = None) -> nn.Module:
     """Load a φ checkpoint of any supported format (detected from its keys); returned in eval mode.
+
+    ``kind``: "searle" or "lincir" to say which method a LinCIR-architecture φ belongs to. The
+    official files of both are ``{"Phi": state_dict}`` and cannot be told apart, so such a file is
+    "lincir" (every `$` takes the token) unless ``kind="searle"`` (only the first `$`, as SEARLE's
+    code) is given; calibclip's own files record their kind.
 
     Only tensors and plain containers are unpickled (``weights_only``): a file that needs arbitrary
     Python objects is refused rather than executed.
@@ -203,4 +211,11 @@ def load_phi(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise UserError(f"{path}: cannot be read as a torch checkpoint of tensors ({first}). Re-save the φ state "
                         "dict with torch.save, or train one with `calibclip train-phi`.") from None
-    return phi_from_checkpoint(obj, path).to(device)
+    phi = phi_from_checkpoint(obj, path)
+    if kind is not None:
+        kind = kind.lower()
+        if kind not in KINDS or (kind == "pic2word") != (phi.kind == "pic2word"):
+            raise UserError(f"{path}: a {phi.kind} φ cannot be used as kind {kind!r}; use one of "
+                            f"{', '.join(k for k in KINDS if (k == 'pic2word') == (phi.kind == 'pic2word'))}.")
+        phi.kind = kind  # type: ignore[assignment]
+    return phi.to(device)

@@ -4,17 +4,29 @@ Per step, for a batch of captions c:
     e = ψ_T(c)            frozen text tower, un-normalised
     ẽ = e + σ·u·ε         u ~ U(0,1) per caption, ε ~ N(0, I), σ = 1.0
     s = φ(ẽ)
-    c′ = c with every maximal NOUN/PROPN/ADJ/DET run replaced by `$` (see calibclip.cir.keywords)
+    c′ = c with its keywords replaced by `$` (see calibclip.cir.keywords; ``--masking``)
     loss = MSE(ψ_T(c′; s), e)     (every `$` of c′ takes s)
-AdamW (lr 1e-4, wd 0.01), constant lr, only φ trains.
+AdamW (lr 1e-4, wd 0.01), constant lr, only φ trains (float32 master weights; ``--amp``).
+
+Text, as the official loader (navervision/lincir ``loader.py``): every caption is cleaned by
+``calibclip.cir.textclean.clean_caption`` (``<PERSON>`` → person, lower-cased, ``$`` deleted, the
+77-token cut); ``masking="official"`` (default) masks it exactly as the official ``CaptionDataset``
+(``keywords.mask_official``: whole-string ``str.replace`` that also hits substrings, the random-word
+fallback), ``masking="words"`` replaces whole keyword runs only (``keywords.mask_words``). In both,
+a masked caption whose `$` does not survive the 77-token context becomes "a photo of $" (official).
+
+Checkpoint selection (``validate``/``val_every``): like the official script, φ is validated every
+``val_every`` steps and at step 50 (official: 1000, on CIRR val) and the φ with the strictly highest ``val_metric``
+(R@1; ties keep the earlier step) is written to ``<out stem>.best.pt``; ``out`` is always the last φ.
 
 Choices where the paper is silent (also in docs/methods/zs-cir.md):
 - Data order: an endless stream of per-epoch permutations seeded by (seed, epoch); step t takes the
   next B positions. Noise u, ε, the random-word fallback of the masking and φ's dropout are drawn
   from generators seeded by (seed, step), so ``resume`` reproduces an uninterrupted run exactly.
 - No lr warm-up (LinCIR's script defaults to a constant schedule), no gradient clipping, no EMA.
-- A masked caption whose `$` falls beyond the context is truncated like any caption (no slot, so
-  that caption only adds a constant to the loss).
+- The training state (φ, optimiser, RNG, step, losses, best-so-far, base-model identity) is one file
+  written atomically; an optimiser step and its bookkeeping are never split by Ctrl-C
+  (``calibclip.cir.trainstate.committed``), so a resumed run continues exactly.
 """
 
 from __future__ import annotations
@@ -24,7 +36,7 @@ import dataclasses
 import hashlib
 import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,9 +44,16 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from calibclip.cir.keywords import MASK, Tagged, Tagger, get_tagger, mask_tagged
+from calibclip.cir.keywords import MASK, Tagged, Tagger, get_tagger, keyword_runs, mask_official, mask_words
 from calibclip.cir.phi import build_phi, save_phi
+from calibclip.cir.precision import autocast_for, normalise_amp
+from calibclip.cir.textclean import clean_caption
+from calibclip.cir.trainstate import check_identity, committed, model_identity, read_state, rng_state, \
+    set_rng_state
 from calibclip.errors import UserError
+
+MASKINGS = ("official", "words")
+Validator = Callable[[Any, torch.nn.Module], dict[str, float]]
 
 STATE_FORMAT = "calibclip-phi-train-state"
 _RESUME_FREE = {"steps"}  # config fields a resumed run may change
@@ -51,8 +70,13 @@ class PhiTrainConfig:
     sigma: float = 1.0
     seed: int = 0
     kind: str = "lincir"
+    masking: str = "official"  # "official" (the official loader, substrings too) | "words" (whole words)
+    amp: str = "off"  # "off" | "fp16" (CUDA + GradScaler, the official run) | "bf16"
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "amp", normalise_amp(self.amp))
+        if self.masking not in MASKINGS:
+            raise UserError(f"--masking {self.masking!r}: use official or words.")
         if self.steps < 1 or self.batch_size < 1:
             raise UserError("train-phi: --steps and --batch-size must be >= 1.")
         if self.lr <= 0 or self.wd < 0 or self.sigma < 0:
@@ -69,12 +93,21 @@ class PhiTrainResult:
     phi: torch.nn.Module
     tagger: str
     seconds: float = 0.0
+    val: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # {"step": t, **metrics}
+    best: dict[str, Any] | None = None  # {"metric", "value", "step"}
+    best_path: Path | None = None
 
 
 def state_path_for(out: str | Path) -> Path:
     """Resumable training state written next to the φ checkpoint: ``phi.pt`` → ``phi.train.pt``."""
     out = Path(out)
     return out.with_name(out.stem + ".train.pt")
+
+
+def best_path_for(out: str | Path) -> Path:
+    """Best-by-validation φ next to the last one: ``phi.pt`` → ``phi.best.pt``."""
+    out = Path(out)
+    return out.with_name(out.stem + ".best.pt")
 
 
 def _seed(seed: int, step: int, salt: int) -> int:
@@ -115,21 +148,30 @@ def lincir_loss(enc: Any, phi: torch.nn.Module, captions: Sequence[str], masked:
 
 
 class MaskedCaptions:
-    """c′ for caption i, tagging each caption once: the run masking is deterministic, only the
-    no-keyword fallback (one random word) is drawn again at each use."""
+    """c′ for caption i (captions already cleaned), tagging each caption once; only the random-word
+    fallback is drawn again at each use, from the step's ``rng``."""
 
-    def __init__(self, captions: Sequence[str], tagger: Tagger) -> None:
-        self.captions, self.tagger = captions, tagger
-        self._cache: dict[int, str | Tagged] = {}
+    def __init__(self, captions: Sequence[str], tagger: Tagger, masking: str = "official") -> None:
+        self.captions, self.tagger, self.masking = captions, tagger, masking
+        self._cache: dict[int, Tagged | list[str]] = {}
 
     def get(self, idx: Sequence[int], rng: random.Random) -> list[str]:
         todo = [i for i in dict.fromkeys(idx) if i not in self._cache]
         if todo:
-            tagged = self.tagger([self.captions[i].replace(MASK.placeholder, " ") for i in todo])
+            tagged = self.tagger([self.captions[i] for i in todo])
             for i, t in zip(todo, tagged):
-                has_run = any(pos in MASK.keyword_pos for _, pos in t)
-                self._cache[i] = mask_tagged(t, rng) if has_run else t
-        return [c if isinstance(c := self._cache[i], str) else mask_tagged(c, rng) for i in idx]
+                self._cache[i] = keyword_runs(t) if self.masking == "official" else t
+        if self.masking == "official":
+            return [mask_official(self.captions[i], self._cache[i], rng) for i in idx]  # type: ignore[arg-type]
+        return [mask_words(self._cache[i], rng) for i in idx]  # type: ignore[arg-type]
+
+
+def with_slot(enc: Any, masked: Sequence[str]) -> list[str]:
+    """Each masked caption, or the official fallback "a photo of $" when no `$` token survives the
+    tokenizer's truncation (or nothing was masked)."""
+    ids, _ = enc.tokenize(list(masked))
+    keep = (ids == enc.placeholder_id).any(dim=1).tolist()
+    return [m if k else MASK.empty_caption for m, k in zip(masked, keep)]
 
 
 def captions_fingerprint(captions: Sequence[str]) -> str:
@@ -153,101 +195,139 @@ def frozen(module: torch.nn.Module) -> Iterator[None]:
             p.requires_grad_(r)
 
 
-def _save(phi: torch.nn.Module, opt: torch.optim.Optimizer, out: Path, state_path: Path, step: int,
-          losses: list[float], cfg: PhiTrainConfig, fp: str, tagger: str, model: str) -> None:
-    from calibclip.atomic import atomic_torch_save
-
-    save_phi(phi, out)
-    atomic_torch_save({"format": STATE_FORMAT, "step": step, "phi": phi.state_dict(), "optimizer": opt.state_dict(),
-                       "losses": list(losses), "config": dataclasses.asdict(cfg), "captions_sha1": fp,
-                       "tagger": tagger, "model": model}, state_path)
-
-
-def _load_state(state_path: Path, cfg: PhiTrainConfig, fp: str, tagger: str) -> dict[str, Any]:
-    if not state_path.is_file():
-        raise UserError(f"--resume: {state_path} not found (it is written every --save-every steps); "
-                        "run without --resume to start over.")
-    try:
-        st = torch.load(state_path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same one-line answer
-        raise UserError(f"--resume: {state_path} cannot be read ({type(exc).__name__}); "
-                        "run without --resume to start over.") from None
-    if not isinstance(st, dict) or st.get("format") != STATE_FORMAT:
-        raise UserError(f"--resume: {state_path} is not a train-phi state file.")
-    saved = st["config"]
-    diff = [f"--{k.replace('_', '-')} {saved[k]} → {v}" for k, v in dataclasses.asdict(cfg).items()
+def _load_state(state_path: Path, cfg: PhiTrainConfig, fp: str, tagger: str, enc: Any) -> dict[str, Any]:
+    st = read_state(state_path, STATE_FORMAT, "train-phi")
+    check_identity(st.get("identity"), enc, f"--resume {state_path}")  # before any weight is loaded
+    saved = st.get("config") or {}
+    diff = [f"--{k.replace('_', '-')} {saved.get(k)} → {v}" for k, v in dataclasses.asdict(cfg).items()
             if k not in _RESUME_FREE and saved.get(k) != v]
     if diff:
         raise UserError(f"--resume: options differ from the saved run ({'; '.join(diff)}); use the same options "
                         "or run without --resume.")
-    if st["captions_sha1"] != fp:
+    if st.get("captions_sha1") != fp:
         raise UserError("--resume: the captions differ from the saved run's; use the same file or start over.")
-    if st["tagger"] != tagger:
-        raise UserError(f"--resume: the saved run masked captions with the {st['tagger']} tagger, this one would "
-                        f"use {tagger}; pass --tagger {st['tagger']}.")
+    if st.get("tagger") != tagger:
+        raise UserError(f"--resume: the saved run masked captions with the {st.get('tagger')} tagger, this one "
+                        f"would use {tagger}; pass --tagger {st.get('tagger')}.")
     return st
 
 
 def train_phi(enc: Any, captions: Sequence[str], out: str | Path, cfg: PhiTrainConfig = PhiTrainConfig(),
               save_every: int = 0, resume: bool = False, progress: bool = True,
-              tagger: str | Tagger = "auto") -> PhiTrainResult:
+              tagger: str | Tagger = "auto", validate: Validator | None = None, val_every: int = 0,
+              val_metric: str = "R@1", val_also: Sequence[int] = (50,)) -> PhiTrainResult:
     """Train φ for ``enc`` on ``captions``; writes ``out`` (φ, our format) and ``out.train.pt`` (state).
 
     ``save_every``: also write both every N steps (0: only at the end and on Ctrl-C). ``resume``:
-    continue from the state file (same captions and options; ``cfg.steps`` may grow).
+    continue from the state file (same model, captions and options; ``cfg.steps`` may grow).
+    ``validate(enc, phi) -> metrics`` every ``val_every`` steps, at the steps in ``val_also`` and at the
+    end (official: every 1000 steps and at step 50) keeps the φ with the strictly highest
+    ``val_metric`` at ``<out stem>.best.pt``.
     """
     t0 = time.perf_counter()
     captions = [c.strip() for c in captions if c and c.strip()]
     if not captions:
         raise UserError("train-phi: no captions (the file is empty); give one caption per line.")
     out = Path(out)
-    state_path = state_path_for(out)
+    state_path, best_path = state_path_for(out), best_path_for(out)
     tag = get_tagger(tagger) if isinstance(tagger, str) else tagger
     fp = captions_fingerprint(captions)
+    autocast, scaler = autocast_for(enc.device, cfg.amp)
+    identity = model_identity(enc)
     torch.manual_seed(cfg.seed)  # φ's initialisation
-    phi = build_phi(cfg.kind, enc.dim, enc.token_dim).to(enc.device)
+    phi = build_phi(cfg.kind, enc.dim, enc.token_dim).float().to(enc.device)  # float32 master weights
     opt = torch.optim.AdamW(phi.parameters(), lr=cfg.lr, weight_decay=cfg.wd)
-    losses: list[float] = []
+    res = PhiTrainResult(losses=[], out=out, state_path=state_path, phi=phi, tagger=tag.name)
     start = 0
     if resume:
-        st = _load_state(state_path, cfg, fp, tag.name)
-        phi.load_state_dict(st["phi"])
-        opt.load_state_dict(st["optimizer"])
-        start, losses = int(st["step"]), list(st["losses"])
-    masked = MaskedCaptions(captions, tag)
-    args = (out, state_path)
-    step = start
+        st = _load_state(state_path, cfg, fp, tag.name, enc)
+        try:
+            phi.load_state_dict(st["phi"])
+            opt.load_state_dict(st["optimizer"])
+            if scaler is not None and st.get("scaler"):
+                scaler.load_state_dict(st["scaler"])
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise UserError(f"--resume: {state_path} does not fit this φ ({str(exc).splitlines()[0][:160]}); "
+                            "delete it or run without --resume.") from None
+        set_rng_state(st.get("rng"))
+        start, res.losses = int(st["step"]), list(st["losses"])
+        res.val, res.best = list(st.get("val") or []), st.get("best")
+        res.best_path = best_path if res.best is not None and best_path.exists() else None
+
+    def save(step: int) -> None:
+        save_phi(phi, out)
+        from calibclip.atomic import atomic_torch_save
+
+        atomic_torch_save({"format": STATE_FORMAT, "step": step, "phi": phi.state_dict(),
+                           "optimizer": opt.state_dict(), "scaler": scaler.state_dict() if scaler else None,
+                           "rng": rng_state(), "losses": list(res.losses), "val": res.val, "best": res.best,
+                           "config": dataclasses.asdict(cfg), "captions_sha1": fp, "tagger": tag.name,
+                           "model": enc.name, "identity": identity}, state_path)
+
+    def run_validation(step: int) -> None:
+        with eval_phi(phi), torch.no_grad():
+            metrics = {k: float(v) for k, v in validate(enc, phi).items()}  # type: ignore[misc]
+        if val_metric not in metrics:
+            raise UserError(f"--val-metric {val_metric}: the validation reports {', '.join(metrics)}; pick one.")
+        res.val.append({"step": step, **metrics})
+        if res.best is None or metrics[val_metric] > res.best["value"]:  # strict: ties keep the earlier step
+            res.best = {"metric": val_metric, "value": metrics[val_metric], "step": step}
+            res.best_path = save_phi(phi, best_path)
+
+    clean = [clean_caption(c, enc.tokenizer) for c in captions]  # the official loader's text
+    masked = MaskedCaptions(clean, tag, cfg.masking)
     phi.train()
     bar = tqdm(total=cfg.steps, initial=min(start, cfg.steps), desc="train-phi", unit="step", disable=not progress)
     try:
         with frozen(enc.model):
             for step in range(start, cfg.steps):
-                idx = batch_indices(len(captions), cfg.batch_size, step, cfg.seed)
-                batch = [captions[i] for i in idx]
-                c_masked = masked.get(idx, random.Random(_seed(cfg.seed, step, 2)))
+                idx = batch_indices(len(clean), cfg.batch_size, step, cfg.seed)
+                batch = [clean[i] for i in idx]
+                c_masked = with_slot(enc, masked.get(idx, random.Random(_seed(cfg.seed, step, 2))))
                 u, eps = step_noise(cfg.seed, step, len(batch), enc.dim)
                 devices = [enc.device] if enc.device.type == "cuda" else []
                 with torch.random.fork_rng(devices=devices):
                     torch.manual_seed(_seed(cfg.seed, step, 3))  # φ's dropout
-                    loss = lincir_loss(enc, phi, batch, c_masked, u, eps, cfg.sigma)
+                    with autocast():
+                        loss = lincir_loss(enc, phi, batch, c_masked, u, eps, cfg.sigma)
                     opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                opt.step()
-                losses.append(float(loss.detach()))
+                    (scaler.scale(loss) if scaler is not None else loss).backward()
+                with committed():  # the update and its record are one: Ctrl-C waits for both
+                    if scaler is not None:
+                        scaler.step(opt)
+                        scaler.update()
+                    else:
+                        opt.step()
+                    res.losses.append(float(loss.detach()))
                 bar.update(1)
-                bar.set_postfix(loss=f"{losses[-1]:.4g}")
-                if save_every and (step + 1) % save_every == 0 and step + 1 < cfg.steps:
-                    _save(phi, opt, *args, step + 1, losses, cfg, fp, tag.name, enc.name)
-            step = max(start, cfg.steps)
+                bar.set_postfix(loss=f"{res.losses[-1]:.4g}")
+                done = step + 1
+                if validate is not None and ((val_every > 0 and done % val_every == 0) or done in val_also):
+                    run_validation(done)
+                if save_every and done % save_every == 0 and done < cfg.steps:
+                    save(done)
     except KeyboardInterrupt:
-        _save(phi, opt, *args, len(losses), losses, cfg, fp, tag.name, enc.name)  # every finished step is kept
+        save(len(res.losses))  # weights, optimiser and step agree (committed): every finished step is kept
         raise
     finally:
         bar.close()
-    _save(phi, opt, *args, step, losses, cfg, fp, tag.name, enc.name)
+    if validate is not None and (not res.val or res.val[-1]["step"] != len(res.losses)):
+        run_validation(len(res.losses))
+    save(len(res.losses))
     phi.eval()
-    return PhiTrainResult(losses=losses, out=out, state_path=state_path, phi=phi, tagger=tag.name,
-                          seconds=time.perf_counter() - t0)
+    res.seconds = time.perf_counter() - t0
+    return res
+
+
+@contextlib.contextmanager
+def eval_phi(phi: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """φ in eval mode (dropout off) for validation, back to its mode afterwards."""
+    was = phi.training
+    phi.eval()
+    try:
+        yield phi
+    finally:
+        phi.train(was)
 
 
 def read_captions(path: str | Path) -> list[str]:

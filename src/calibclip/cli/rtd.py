@@ -41,24 +41,18 @@ def make_triplets_cmd(
 
 
 def _load_phi(path: Path, enc: Any) -> Any:
-    """φ from a checkpoint via calibclip.cir.load_phi, checked against the encoder's sizes."""
-    import torch
+    """φ from a checkpoint (any supported format), checked against the encoder's sizes before it runs."""
+    from calibclip.cir import load_phi
+    from calibclip.cir.compose import check_phi
 
     if not path.is_file():
         raise UserError(f"--phi {path}: no such file.")
-    try:
-        from calibclip.cir import load_phi  # type: ignore[attr-defined]
-    except ImportError:
-        raise UserError("--phi: loading φ needs calibclip.cir.load_phi, which this install lacks; "
-                        "use --naive-concat to train without φ.") from None
     phi = load_phi(path)
-    phi = phi.to(enc.device).eval()
-    with torch.inference_mode():
-        out = phi(torch.zeros(2, enc.dim, device=enc.device, dtype=next(phi.parameters()).dtype))
-    if tuple(out.shape) != (2, enc.token_dim):
-        raise UserError(f"--phi {path}: maps {enc.dim} → {tuple(out.shape)[-1]} but model '{enc.name}' needs "
-                        f"{enc.dim} → {enc.token_dim}; use a φ trained for this model.")
-    return phi
+    try:
+        check_phi(enc, phi)
+    except UserError as exc:
+        raise UserError(f"--phi {path}: {exc}") from None
+    return phi.to(enc.device).eval()
 
 
 @rtd_app.command("train")
@@ -78,9 +72,15 @@ def train_cmd(
     save_every: int = typer.Option(0, "--save-every", min=0, help="Save a resumable state every N steps."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT's saved training state."),
     val: str = typer.Option(None, "--val", help="Validate on NAME:ROOT[:SPLIT] (e.g. cirr:/data/cirr)."),
-    val_every: int = typer.Option(0, "--val-every", min=0, help="Validate every N steps (and at the end)."),
+    val_every: int = typer.Option(100, "--val-every", min=1,
+                                  help="Validate every N steps, at step 50 and at the end (official: 100)."),
     val_metric: str = typer.Option("R@1", "--val-metric", help="Metric that picks the best checkpoint."),
-    amp: bool = typer.Option(False, "--amp", help="Mixed precision (CUDA only)."),
+    amp: str = typer.Option("off", "--amp", help="Mixed precision: off (default, float32), fp16 (CUDA, with a "
+                                                 "GradScaler: the official run's), bf16. The trained tower keeps "
+                                                 "float32 weights."),
+    cond_dollar: str = typer.Option("pseudo", "--cond-dollar",
+                                    help="A '$' inside the conditioning text: pseudo (official: it also takes "
+                                         "the pseudo token) or drop (deleted)."),
     no_anchor: bool = typer.Option(False, "--no-anchor", help="Ablation: the trained tower also encodes targets."),
     no_refined_batch: bool = typer.Option(False, "--no-refined-batch", help="Ablation: only q_i/k_i pairs."),
     naive_concat: bool = typer.Option(False, "--naive-concat",
@@ -100,7 +100,7 @@ def train_cmd(
         data = read_triplets(triplets)
     print_warnings(caught)
     cfg = RTDConfig(steps=steps, batch_size=batch_size, accum=accum, lr=lr, weight_decay=wd, sigma=sigma,
-                    seed=seed, amp=amp, anchor=not no_anchor, refined_batch=not no_refined_batch,
+                    seed=seed, amp=amp, cond_dollar=cond_dollar, anchor=not no_anchor, refined_batch=not no_refined_batch,
                     naive_concat=naive_concat)
     validate = None
     if val:
@@ -108,8 +108,6 @@ def train_cmd(
         validate = build_validator(val, phi, model, cache_dir=cache)
     enc = common.load_encoder(model, device)
     phi_mod = None if naive_concat else _load_phi(phi, enc)
-    if validate is not None and val_every == 0:
-        val_every = max(1, steps // 10)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -123,4 +121,26 @@ def train_cmd(
                   f"curve {escape(str(res.plot_path))}")
     if res.best is not None:
         console.print(f"best {res.best['metric']} = {res.best['value']:.4f} at step {res.best['step']}: "
-                      f"{escape(str(res.best_path))}")
+                      f"{escape(str(res.best_path))} (the official scripts report this one; {escape(str(out))} is the last step)")
+
+
+@rtd_app.command("export")
+@user_errors
+def export_cmd(
+    src: Path = typer.Argument(..., help="RTD checkpoint to read (calibclip's or official RTD's format)."),
+    dst: Path = typer.Argument(..., help="File to write."),
+    fmt: str = typer.Option(..., "--format", help="official ({'epoch', 'CLIPTextModelWithProjection'}, as official "
+                                                   "RTD's save_text_encoder) or calibclip."),
+    model: str = typer.Option(None, "--model", "-m", help="Base model (needed for --format calibclip)."),
+    device: str = typer.Option("cpu", "--device"),
+) -> None:
+    """Convert an RTD text-tower checkpoint between calibclip's format and the official RTD format."""
+    from rich.markup import escape
+
+    from calibclip.cir.rtd.tower import export_rtd
+    if fmt not in ("official", "calibclip"):
+        raise UserError(f"--format {fmt!r}: use official or calibclip.")
+    enc = common.load_encoder(model, device) if model and fmt == "calibclip" else None
+    meta = export_rtd(src, dst, fmt, enc)
+    console.print(f"[green]wrote[/green] {escape(str(dst))} ({fmt} format, from a {meta['source']} checkpoint, "
+                  f"step {meta.get('step')})")

@@ -1,4 +1,5 @@
-"""Validation during RTD training: ``--val NAME:ROOT`` → a callable enc → metrics.
+"""Validation during training: ``--val NAME:ROOT`` → a callable (RTD: enc → metrics; train-phi:
+(enc, φ) → metrics), used to keep the best checkpoint as the official scripts do (CIRR val R@1).
 
 The trainer only needs ``Callable[[Encoder], dict[str, float]]`` (see ``train_rtd``). The CLI
 builds it over the evaluation runner (``calibclip.eval.runner.evaluate``): the encoder passed in
@@ -47,6 +48,27 @@ def build_validator(spec: str, phi_path: Path | None, model: str, cache_dir: Pat
 
     def validate(enc: Any) -> dict[str, float]:
         res = evaluate(EvalSpec(dataset=name, root=root, model=model, mode="base", split=split, phi=phi_path,
+                                prompt=prompt, batch_size=batch_size, device=str(enc.device), cache_dir=cache_dir,
+                                results_dir=None, progress=False), enc=enc)
+        if not res.metrics:
+            raise UserError(f"--val {spec}: this split has no ground truth to validate on; use a labelled split.")
+        return dict(res.metrics)
+
+    return validate
+
+
+def build_phi_validator(spec: str, model: str, cache_dir: Path, batch_size: int = 64,
+                        prompt: str = "a photo of $ that {}") -> Callable[[Any, Any], dict[str, float]]:
+    """Validator for ``train_phi``: evaluates the current φ (written to ``cache_dir``/current-phi.pt)
+    with the frozen encoder on the benchmark; gallery features are cached in ``cache_dir``."""
+    name, root, split = parse_val(spec)
+    from calibclip.cir.phi import save_phi
+    from calibclip.eval.runner import EvalSpec, evaluate
+
+    def validate(enc: Any, phi: Any) -> dict[str, float]:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        phi_file = save_phi(phi, cache_dir / "current-phi.pt")
+        res = evaluate(EvalSpec(dataset=name, root=root, model=model, mode="base", split=split, phi=phi_file,
                                 prompt=prompt, batch_size=batch_size, device=str(enc.device), cache_dir=cache_dir,
                                 results_dir=None, progress=False), enc=enc)
         if not res.metrics:

@@ -8,11 +8,11 @@ inference only the text tower is swapped (``load_rtd``); the image tower and ind
 from calibclip.cir.rtd.config import RTDConfig
 from calibclip.cir.rtd.loss import rtd_loss
 from calibclip.cir.rtd.step import noise_for, queries_and_keys
-from calibclip.cir.rtd.tower import load_rtd, make_trainable_tower, read_rtd, save_rtd
+from calibclip.cir.rtd.tower import export_rtd, load_rtd, make_trainable_tower, read_rtd, save_rtd
 from calibclip.cir.rtd.train import TrainResult, output_paths, train_rtd
 from calibclip.cir.rtd.triplets import (Triplet, TripletGenConfig, TripletWarning, make_triplets, read_triplets,
                                         scan_triplets, write_triplets)
 
-__all__ = ["RTDConfig", "TrainResult", "Triplet", "TripletGenConfig", "TripletWarning", "load_rtd",
+__all__ = ["RTDConfig", "export_rtd", "TrainResult", "Triplet", "TripletGenConfig", "TripletWarning", "load_rtd",
            "make_trainable_tower", "make_triplets", "noise_for", "output_paths", "queries_and_keys", "read_rtd",
            "read_triplets", "rtd_loss", "save_rtd", "scan_triplets", "train_rtd", "write_triplets"]

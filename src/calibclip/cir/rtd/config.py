@@ -31,10 +31,20 @@ class RTDConfig:
     anchor: bool = True  # False = --no-anchor: ψ_T^θ also encodes the targets k
     refined_batch: bool = True  # False = --no-refined-batch: only q_i / k_i
     naive_concat: bool = False  # True = --naive-concat
-    amp: bool = False  # mixed precision (CUDA only): bf16 when supported, else fp16 with a GradScaler
+    amp: str = "off"  # "off" | "fp16" (CUDA, GradScaler: the official run) | "bf16"; see calibclip.cir.precision
+    cond_dollar: str = "pseudo"  # a '$' in T_c: "pseudo" (official: it also takes the pseudo token) | "drop"
     anchor_cache_mb: float = 2048.0  # frozen anchor features of all texts are precomputed when they fit
     cache_batch_size: int = 256  # batch size of the one-off anchor feature precomputation
     max_grad_norm: float = 0.0  # 0 = no clipping (the spec does not clip)
+
+    def __post_init__(self) -> None:
+        from calibclip.cir.precision import normalise_amp
+
+        self.amp = normalise_amp(self.amp)  # the old bool (True/False) still works
+        if self.cond_dollar not in ("pseudo", "drop"):
+            from calibclip.errors import UserError
+
+            raise UserError(f"--cond-dollar {self.cond_dollar!r}: use pseudo (official) or drop.")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON dict (tuples become lists)."""

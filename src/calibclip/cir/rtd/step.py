@@ -21,11 +21,6 @@ from calibclip.cir.rtd.triplets import Triplet
 AnchorFn = Callable[[Sequence[str]], torch.Tensor]
 
 
-def _clean(text: str) -> str:
-    # a literal '$' in user text would also receive the pseudo token
-    return text.replace("$", " ")
-
-
 def encode_with(enc: Any, texts: Sequence[str], text_model: Any = None,
                 pseudo_tokens: torch.Tensor | None = None) -> torch.Tensor:
     """Projected, un-normalised text embeddings (B, D) through ``text_model`` (None = the encoder's own)."""
@@ -59,6 +54,9 @@ def queries_and_keys(enc: Any, tower: torch.nn.Module, phi: torch.nn.Module | No
                      anchor: AnchorFn | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(q, k), each (N, D) un-normalised, N = 2B with the refined batch else B.
 
+    ``batch`` holds triplets as the trainer cleaned them (``calibclip.cir.rtd.text``); texts are used
+    as they are, so every ``$`` of a prompt (also one inside T_c) receives the pseudo token.
+
     ``anchor`` maps texts to ψ_T⁰ embeddings (default: run the encoder's own tower; the trainer
     passes a cache of precomputed features, identical values). ``u``/``eps`` are the noise of
     ``noise_for``; ignored with ``naive_concat`` (no φ).
@@ -66,7 +64,7 @@ def queries_and_keys(enc: Any, tower: torch.nn.Module, phi: torch.nn.Module | No
     anchor = anchor or anchor_encoder(enc)
     b = len(batch)
     refs = [t.reference for t in batch]
-    conds = [_clean(t.conditioning) for t in batch]
+    conds = [t.conditioning for t in batch]  # cleaned beforehand (rtd.text): a '$' here takes the pseudo token
     tgts = [t.target for t in batch]
     r = k_t = None
     if cfg.anchor:
@@ -76,9 +74,9 @@ def queries_and_keys(enc: Any, tower: torch.nn.Module, phi: torch.nn.Module | No
         r = anchor(refs)
 
     if cfg.naive_concat:
-        texts = [cfg.naive_prompt.format(_clean(x), c) for x, c in zip(refs, conds)]
+        texts = [cfg.naive_prompt.format(x, c) for x, c in zip(refs, conds)]
         if cfg.refined_batch:
-            texts += [cfg.naive_ref_prompt.format(_clean(x)) for x in refs]
+            texts += [cfg.naive_ref_prompt.format(x) for x in refs]
         q = encode_with(enc, texts, text_model=tower)
     else:
         if phi is None:

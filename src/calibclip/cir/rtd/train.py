@@ -27,10 +27,13 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from calibclip.cir.precision import autocast_for
+from calibclip.cir.trainstate import check_identity, committed, model_identity, read_state, rng_state, set_rng_state
 from calibclip.cir.rtd.config import RTDConfig
 from calibclip.cir.rtd.loss import rtd_loss
 from calibclip.cir.rtd.step import AnchorFn, encode_with, noise_for, queries_and_keys
 from calibclip.atomic import atomic_torch_save, atomic_write
+from calibclip.cir.rtd.text import clean_triplets
 from calibclip.cir.rtd.tower import make_trainable_tower, save_rtd
 from calibclip.cir.rtd.triplets import Triplet
 from calibclip.errors import UserError
@@ -96,16 +99,6 @@ def data_fingerprint(triplets: Sequence[Triplet]) -> str:
     for t in triplets:
         h.update(t.to_json().encode("utf-8") + b"\n")
     return h.hexdigest()
-
-
-def autocast_for(enc: Any, cfg: RTDConfig) -> tuple[Callable[[], contextlib.AbstractContextManager], bool]:
-    """(context factory, needs GradScaler). AMP only on CUDA: bf16 if supported, else fp16 + scaler."""
-    if not cfg.amp:
-        return contextlib.nullcontext, False
-    if enc.device.type != "cuda":
-        raise UserError("--amp needs a CUDA device (mixed precision is GPU-only); drop --amp or use --device cuda.")
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return (lambda: torch.autocast("cuda", dtype=dtype)), dtype == torch.float16
 
 
 def build_anchor_cache(enc: Any, triplets: Sequence[Triplet], cfg: RTDConfig,
@@ -222,12 +215,14 @@ def optimisation_step(enc: Any, tower: torch.nn.Module, phi: torch.nn.Module | N
 def train_rtd(enc: Any, phi: torch.nn.Module | None, triplets: Sequence[Triplet], out: str | Path,
               cfg: RTDConfig = RTDConfig(), save_every: int = 0, resume: bool = False,
               validate: Validator | None = None, val_every: int = 0, val_metric: str = "R@1",
-              progress: bool = True, plot: bool = True) -> TrainResult:
+              progress: bool = True, plot: bool = True, val_also: Sequence[int] = (50,)) -> TrainResult:
     """Fine-tune a trainable copy of ``enc``'s text tower with RTD and write it to ``out``.
 
     ``phi``: the base method's frozen projection (unused with ``cfg.naive_concat``). ``validate``
-    is called with the encoder running the current tower and returns metrics; the tower with the
-    best ``val_metric`` (higher is better) is kept at ``<out stem>.best.pt``.
+    is called with the encoder running the current tower and returns metrics, every ``val_every``
+    steps, at the steps in ``val_also`` and at the end (the official script: every 100 steps and at
+    step 50, on CIRR val); the tower with the strictly highest ``val_metric`` (ties keep the earlier
+    step, as the official ``>``) is kept at ``<out stem>.best.pt``; ``out`` is always the last step.
     """
     if cfg.steps < 1 or cfg.batch_size < 1 or cfg.accum < 1:
         raise UserError("--steps, --batch-size and --accum must be at least 1.")
@@ -236,30 +231,33 @@ def train_rtd(enc: Any, phi: torch.nn.Module | None, triplets: Sequence[Triplet]
     if len(triplets) < 2:
         raise UserError("--triplets: need at least 2 triplets (the loss contrasts each pair against the others).")
     paths = output_paths(out)
-    autocast, needs_scaler = autocast_for(enc, cfg)
+    autocast, scaler = autocast_for(enc.device, cfg.amp)
     data_sha1 = data_fingerprint(triplets)
+    identity = model_identity(enc)
+    triplets = clean_triplets(triplets, enc.tokenizer, cfg.cond_dollar)  # the official loader's text rules
 
     torch.manual_seed(cfg.seed)
     if phi is not None:
         phi = phi.to(enc.device).eval().requires_grad_(False)
     tower = make_trainable_tower(enc).train()
     opt = make_optimizer(tower, cfg)
-    scaler = torch.amp.GradScaler("cuda") if needs_scaler else None
 
     result = TrainResult(losses=[], out=paths["out"], state_path=paths["state"])
     start = 0
     if resume and paths["state"].exists():
-        state = torch.load(paths["state"], map_location="cpu", weights_only=True)
-        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-            raise UserError(f"--resume: {paths['state']} is not an RTD training state; delete it or drop --resume.")
+        where = f"--resume {paths['state']}"
+        state = read_state(paths["state"], STATE_FORMAT, "RTD")
+        check_identity(state.get("identity"), enc, where)  # another model (even of the same shapes) is refused
         _check_resume(state, cfg, data_sha1, paths["state"])
-        tower.load_state_dict(state["tower"])
-        opt.load_state_dict(state["optimizer"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng_cpu"])
-        if state.get("rng_cuda") is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng_cuda"])
+        try:
+            tower.load_state_dict(state["tower"])
+            opt.load_state_dict(state["optimizer"])
+            if scaler is not None and state.get("scaler"):
+                scaler.load_state_dict(state["scaler"])
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise UserError(f"{where}: does not fit this model ({str(exc).splitlines()[0][:160]}); "
+                            "delete it or drop --resume.") from None
+        set_rng_state({"cpu": state.get("rng_cpu"), "cuda": state.get("rng_cuda")})
         start = int(state["step"])
         result.losses, result.val, result.best = list(state["losses"]), list(state["val"]), state["best"]
         if result.best is not None and paths["best"].exists():
@@ -268,13 +266,13 @@ def train_rtd(enc: Any, phi: torch.nn.Module | None, triplets: Sequence[Triplet]
         warnings.warn(f"--resume: no training state at {paths['state']}; starting from step 0.", stacklevel=2)
 
     def save_state(step: int) -> None:
+        rng = rng_state()
         atomic_torch_save({
             "format": STATE_FORMAT, "step": step, "config": cfg.to_dict(), "data_sha1": data_sha1,
-            "tower": tower.state_dict(), "optimizer": opt.state_dict(),
+            "identity": identity, "tower": tower.state_dict(), "optimizer": opt.state_dict(),
             "scaler": scaler.state_dict() if scaler is not None else None,
             "losses": result.losses, "val": result.val, "best": result.best,
-            "rng_cpu": torch.get_rng_state(),
-            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "rng_cpu": rng["cpu"], "rng_cuda": rng["cuda"],
         }, paths["state"])
 
     def run_validation(step: int) -> None:
@@ -298,23 +296,23 @@ def train_rtd(enc: Any, phi: torch.nn.Module | None, triplets: Sequence[Triplet]
     try:
         for step in range(start, cfg.steps):
             ts = time.perf_counter()
-            step_loss = optimisation_step(enc, tower, phi, triplets, order, cfg, step, opt, scaler, autocast,
-                                          anchor)
+            with committed():  # the update and its record are one: Ctrl-C waits for both
+                step_loss = optimisation_step(enc, tower, phi, triplets, order, cfg, step, opt, scaler, autocast,
+                                              anchor)
+                if math.isfinite(step_loss):
+                    result.losses.append(step_loss)
             if not math.isfinite(step_loss):
-                raise UserError(f"the loss became {step_loss} at step {step + 1}; lower --lr (or drop --amp).")
-            result.losses.append(step_loss)
+                raise UserError(f"the loss became {step_loss} at step {step + 1}; lower --lr (or use --amp off).")
             bar.update(1)
             bar.set_postfix(loss=f"{step_loss:.4f}", trip_s=f"{per_step / (time.perf_counter() - ts):.1f}")
             done = step + 1
-            if validate is not None and val_every > 0 and done % val_every == 0:
+            if validate is not None and ((val_every > 0 and done % val_every == 0) or done in val_also):
                 run_validation(done)
             if save_every > 0 and done % save_every == 0 and done < cfg.steps:
                 save_state(done)
     except KeyboardInterrupt:
-        # keep every finished step: save the state if the optimiser is exactly at the last logged step
-        # (an interrupt inside a step leaves it at the previous one, which is then what is saved)
-        taken = [int(st["step"]) for st in opt.state.values() if "step" in st]
-        if taken and taken[0] == len(result.losses) and len(result.losses) > start:
+        # keep every finished step: steps are committed whole, so weights, optimiser and losses agree
+        if len(result.losses) > start:
             save_state(len(result.losses))
             warnings.warn(f"interrupted after step {len(result.losses)}; state saved to {paths['state']} — "
                           "rerun the same command with --resume to continue.", stacklevel=2)
