@@ -41,8 +41,6 @@ def train_phi_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Train φ the LinCIR way, from captions only (text tower frozen); writes OUT and OUT.train.pt."""
-    from rich.markup import escape
-
     from calibclip.cir.keywords import get_tagger
     from calibclip.cir.train_phi import PhiTrainConfig, read_captions, train_phi
 

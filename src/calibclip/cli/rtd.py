@@ -135,9 +135,8 @@ def export_cmd(
     device: str = typer.Option("cpu", "--device"),
 ) -> None:
     """Convert an RTD text-tower checkpoint between calibclip's format and the official RTD format."""
-    from rich.markup import escape
-
     from calibclip.cir.rtd.tower import export_rtd
+
     if fmt not in ("official", "calibclip"):
         raise UserError(f"--format {fmt!r}: use official or calibclip.")
     enc = common.load_encoder(model, device) if model and fmt == "calibclip" else None
