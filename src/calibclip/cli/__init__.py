@@ -11,10 +11,25 @@ import sys
 import typer
 
 from calibclip.cli import cir, demo, eval, explain, index, rtd, serve
-from calibclip.cli.common import user_errors
+from calibclip.cli.common import hide_flag_types, user_errors
 
+hide_flag_types()
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="calibclip: search images with text (CLIP, CalibCLIP, composed retrieval, evaluation).")
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from calibclip import __version__
+
+        typer.echo(f"calibclip {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", "-V", is_eager=True, callback=_show_version,
+                                       help="Print the version and exit.")) -> None:
+    """calibclip: search images with text (CLIP, CalibCLIP, composed retrieval, evaluation)."""
 
 app.command("index")(user_errors(index.index_cmd))
 app.command("search")(user_errors(index.search_cmd))

@@ -13,12 +13,31 @@ from pathlib import Path
 from typing import Any
 
 import typer
+import typer.core
 from rich.console import Console
 
 from calibclip.errors import UserError
 
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
+
+
+def hide_flag_types() -> None:
+    """Help without ``<bool>`` after on/off flags.
+
+    typer ≥0.25 prints every option's type in the rich help, which for a flag (it takes no value)
+    is only noise; the value types of other options (``<path>``, ``<int>``) stay.
+    """
+    option = getattr(typer.core, "TyperOption", None)
+    original = getattr(option, "display_type_rich", None)
+    if original is None or getattr(original, "_calibclip", False):
+        return
+
+    def display_type_rich(self: Any, ctx: Any) -> str | None:
+        return None if getattr(self, "is_flag", False) else original(self, ctx)
+
+    display_type_rich._calibclip = True  # type: ignore[attr-defined]
+    option.display_type_rich = display_type_rich
 
 
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
