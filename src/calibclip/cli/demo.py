@@ -32,6 +32,7 @@ def demo_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the final summary."),
 ) -> None:
     """Offline demo on the shipped synthetic world: index, text/person/composed queries, HTML page, eval table."""
+    from rich.markup import escape
     from rich.table import Table
 
     from calibclip.demo import results_rows, run_demo
@@ -43,7 +44,8 @@ def demo_cmd(
                        else "[red]✗ not in the top hits[/red]")
             label = q.kind + (f" · {q.note}" if q.note else "")
             ref = f" + reference {Path(q.reference).name}" if q.reference else ""
-            print_hits(q.hits, False, f"[{label}] \"{q.text}\"{ref} — {verdict}")
+            title = escape(f"[{label}] \"{q.text}\"{ref}") + f" — {verdict}"
+            print_hits(q.hits, False, title, table=True, title_markup=True)
 
     report = run_demo(out, seed=seed, top_k=top_k, evaluate=not no_eval,
                       say=(lambda _: None) if quiet else (lambda m: console.print(f"[cyan]•[/cyan] {m}")),
