@@ -10,11 +10,10 @@ from calibclip.errors import UserError
 
 
 def default_cache_dir() -> Path:
-    """$CALIBCLIP_CACHE/eval, else ~/.cache/calibclip/eval."""
-    import os
+    """$CALIBCLIP_CACHE/eval, else the per-user cache (~/.cache/calibclip/eval, $XDG_CACHE_HOME honoured)."""
+    from calibclip.paths import cache_root
 
-    base = os.environ.get("CALIBCLIP_CACHE")
-    return (Path(base) if base else Path.home() / ".cache" / "calibclip") / "eval"
+    return cache_root() / "eval"
 
 
 def eval_cmd(

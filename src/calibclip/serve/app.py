@@ -48,6 +48,9 @@ class TextQuery(BaseModel):
     k: int = Field(24, description="Number of results.")
     calib: bool = Field(False, description="Use CalibCLIP (DCC query + discriminative re-ranking).")
     offset: int = Field(0, description="Skip this many best hits (paging: the next page starts at offset + k).")
+    cutoff: str | None = Field(None, description="\"auto\" (or a z such as \"2.5\"): keep only the hits scoring "
+                               "at least mean + z·std (auto: z = 2) of this query's scores over the gallery; "
+                               "k stays the cap.")
 
 
 class ApiError(Exception):
@@ -237,8 +240,14 @@ def create_app(index_path: str | Path, encoder: Any = None, phi: Any = None, api
         # (32 parked threads contended for the GIL with the model's thread for nothing)
         t0 = time.perf_counter()
         query, k = check_text(body.query, "query"), check_k(body.k, body.offset)
-        snap, hits, warns = await asyncio.wrap_future(batcher.submit(query, body.offset + k, calib=body.calib))
-        return answer("text", (snap, hits), warns, t0, k, body.offset, query=query, calib=body.calib)
+        if body.cutoff is None:
+            snap, hits, warns = await asyncio.wrap_future(batcher.submit(query, body.offset + k, calib=body.calib))
+        else:  # the cut needs the query's own score statistics: one un-batched search, off the event loop
+            (snap, hits), warns = await asyncio.to_thread(
+                searcher.call, lambda s: (s, s.index.search(query, k=body.offset + k, cutoff=body.cutoff)),
+                calib=body.calib)
+        return answer("text", (snap, hits), warns, t0, k, body.offset, query=query, calib=body.calib,
+                      cutoff=body.cutoff)
 
     @app.post("/search/image", tags=["search"])
     def search_image(image: UploadFile | None = File(None, description="Query image (or give `id`)."),
