@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from calibclip.cli import cir, demo, eval, explain, index, rtd, serve
+from calibclip.cli import cir, demo, eval, explain, index, manage, rtd, serve
 from calibclip.cli.common import hide_flag_types, user_errors
 
 hide_flag_types()
@@ -34,6 +34,10 @@ def _root(version: bool = typer.Option(False, "--version", "-V", is_eager=True, 
 app.command("index")(user_errors(index.index_cmd))
 app.command("search")(user_errors(index.search_cmd))
 app.command("serve")(user_errors(serve.serve_cmd))
+app.command("info")(user_errors(manage.info_cmd))
+app.command("ls")(user_errors(manage.ls_cmd))
+app.command("rm")(user_errors(manage.rm_cmd))
+app.command("export")(user_errors(manage.export_cmd))
 app.add_typer(rtd.rtd_app, name="rtd")
 app.command("train-phi")(user_errors(cir.train_phi_cmd))
 app.command("eval")(user_errors(eval.eval_cmd))

@@ -48,7 +48,9 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except UserError as exc:
-            err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+            from rich.markup import escape
+
+            err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err_console.print("interrupted: everything written so far is kept; run the same command to resume.")
@@ -60,7 +62,9 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 def print_warnings(caught: list[warnings.WarningMessage]) -> None:
     """Caught Python warnings as yellow lines on stderr."""
     for w in caught:
-        err_console.print(f"[yellow]warning:[/yellow] {w.message}", highlight=False)
+        from rich.markup import escape
+
+        err_console.print(f"[yellow]warning:[/yellow] {escape(str(w.message))}", highlight=False)
 
 
 def calibration(calib: bool, calib_config: Path | None) -> Any:
