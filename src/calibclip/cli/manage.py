@@ -47,7 +47,8 @@ def info_cmd(index_path: Path = INDEX_ARG,
     else:
         recall = f", recall@10 {ann['recall10']:.3f} vs exact" if ann.get("recall10") is not None else ""
         queries = f" on {ann['queries']} sampled queries" if ann.get("queries") else ""
-        stale = " — stale (items changed): search is exact until `calibclip index` rebuilds it" if ann["stale"] else ""
+        stale = (" — stale (items changed): search is exact until `calibclip index` rebuilds it"
+                 if ann["stale"] else "")
         ann_text = f"{ann['kind']} ({ann.get('factory') or '?'}){recall}{queries}{stale}"
     calib = d["calibration"]
     rows = [("index", d["path"]), ("folder", d["folder"]), ("model", d["model"]),
