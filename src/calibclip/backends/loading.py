@@ -6,12 +6,15 @@ import os
 import re
 import socket
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers import CLIPImageProcessorPil, CLIPModel, CLIPTokenizer
 
 from calibclip.errors import ModelNotAvailableError, UserError
+
+if TYPE_CHECKING:
+    from calibclip.backends.base import Encoder
 
 
 def pick_device(device: str = "auto") -> str:
@@ -87,7 +90,7 @@ def load_hf_parts(model: str) -> tuple[CLIPModel, Any, Any]:
         raise ModelNotAvailableError(f"model '{model}' could not be loaded from the hub: {exc}") from exc
 
 
-def load(model: str, device: str = "auto", calibration: Any = None) -> "Encoder":  # noqa: F821
+def load(model: str, device: str = "auto", calibration: Any = None) -> Encoder:
     """Load an encoder by HF id (e.g. ``openai/clip-vit-base-patch16``) or local directory.
 
     ``calibration``: a ``calibclip.CalibConfig`` to enable CalibCLIP, or None for the plain model.
