@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from calibclip.data.synth import generate, shipped_model_dir, shipped_phi_path, shipped_rtd_path
+from calibclip.demo import README_TEST_IMAGES
 from calibclip.eval.runner import EvalSpec, evaluate
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -79,7 +80,7 @@ def measure(n_test: int, seed: int, tmp: Path) -> list[str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--n-test", type=int, default=1000, help="images per synthetic test split")
+    ap.add_argument("--n-test", type=int, default=README_TEST_IMAGES, help="images per synthetic test split")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--readme", action="store_true", help=f"replace the table between {START} and {END}")
     args = ap.parse_args()
