@@ -15,6 +15,7 @@ Numbers are whatever the run measures; nothing is copied from elsewhere.
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -85,11 +86,14 @@ def main() -> None:
     ap.add_argument("--readme", action="store_true", help=f"replace the table between {START} and {END}")
     args = ap.parse_args()
     torch.manual_seed(0)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     with tempfile.TemporaryDirectory() as tmp:
         lines = measure(args.n_test, args.seed, Path(tmp))
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
     note = (f"Measured by `python scripts/synth_benchmark_table.py` (seed {args.seed}, {args.n_test} test images "
-            f"per task, shipped synthetic CLIP, {time.perf_counter() - t0:.0f} s on CPU).")
+            f"per task, shipped synthetic CLIP; {wall:.0f} s wall / {cpu:.0f} s CPU on a {os.cpu_count()}-core "
+            f"CPU{load}).")
     text = "\n".join(lines + ["", note])
     print(text)
     if args.readme:

@@ -100,11 +100,10 @@ def run_queries(index: Any, queries: list[DemoQuery], k: int, phi: Any, rtd: Pat
 
             load_rtd(index.encoder, ckpt)  # in place: text queries above were already answered
         for q in composed:
+            ref_id = index.find(q.reference)  # CIRR protocol: never the reference
             with Image.open(q.reference) as im:
-                hits = index.search_composed(im.convert("RGB"), q.text, phi, k=k + 1)
-            hits = [h for h in hits if h.path != q.reference][:k]  # CIRR protocol: never the reference
-            for r, h in enumerate(hits, 1):
-                h.rank = r
+                hits = index.search_composed(im.convert("RGB"), q.text, phi, k=k,
+                                             exclude=() if ref_id is None else (ref_id,))
             done.append(DemoQuery(q.kind, q.text, q.truth, q.reference, hits, note))
     return done
 
