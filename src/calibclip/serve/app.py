@@ -276,7 +276,10 @@ def create_app(index_path: str | Path, encoder: Any = None, phi: Any = None, api
                         image: UploadFile | None = File(None, description="Reference image (or give `id`)."),
                         id: int | None = Form(None, description="Id of an indexed reference image."),
                         k: int = Form(24), calib: bool = Form(False),
-                        offset: int = Form(0, description="Skip this many best hits.")) -> dict:
+                        offset: int = Form(0, description="Skip this many best hits."),
+                        keep_reference: bool = Form(False, description="Keep the reference (given by `id`) "
+                                                    "among the results; left out by default, as in the benchmarks.")
+                        ) -> dict:
         """Composed search: a reference image changed as the text says (needs ``--phi``)."""
         t0 = time.perf_counter()
         if searcher.phi is None:
@@ -285,7 +288,8 @@ def create_app(index_path: str | Path, encoder: Any = None, phi: Any = None, api
         text, k = check_text(text, "text"), check_k(k, offset)
         img = reference(image, id)
         result, warns = searcher.call(lambda s: (s, s.index.search_composed(
-            img, text, searcher.phi, k=offset + k, prompt=cfg.prompt)), calib=calib)
+            img, text, searcher.phi, k=offset + k, prompt=cfg.prompt,
+            **({} if id is None or keep_reference else {"exclude": (id,)}))), calib=calib)
         return answer("composed", result, warns, t0, k, offset, text=text, calib=calib, id=id)
 
     @app.get("/images/{image_id}", tags=["images"],
