@@ -109,7 +109,7 @@ def _open_target(target: Path, model: str | None, cfg: object, device: str, no_i
     s = index.last_summary
     if s.added or s.removed or s.failed:
         err_console.print(f"indexed {target}: {s.added} added, {s.removed} removed, {len(s.failed)} skipped, "
-                          f"{len(index)} total", highlight=False)
+                          f"{len(index)} total (index: {cached})", highlight=False, markup=False)
     return index
 
 
