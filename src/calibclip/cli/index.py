@@ -124,7 +124,7 @@ def search_cmd(
     paths_only: bool = typer.Option(False, "--paths", "-f", help="Only the matching paths, one per line."),
     min_score: float = typer.Option(None, "--min-score", help="Drop results scoring below S."),
     cutoff: str = typer.Option(None, "--cutoff", help="auto: keep only results that stand out from this query's "
-                               "score distribution over the gallery (score ≥ mean + 3·std); a number sets "
+                               "score distribution over the gallery (score ≥ mean + 2·std); a number sets "
                                "the z (e.g. 2.5)."),
     like: Path = typer.Option(None, "--like", help="Images similar to this one (an indexed image, or any file); "
                               "the reference itself is left out unless --keep-reference."),

@@ -9,11 +9,15 @@ against the gallery, computed per query:
    in a smaller gallery) with the same similarity the ranking uses (cosine; with CalibCLIP
    ``s0 + λ·(q_dcc·g_cve)``, the discriminative similarity of the re-ranked head);
 2. take the mean μ and standard deviation σ of those scores;
-3. keep a hit when ``score ≥ μ + z·σ``; ``cutoff="auto"`` is ``z = AUTO_Z = 3``, a number is ``z``.
+3. keep a hit when ``score ≥ μ + z·σ``; ``cutoff="auto"`` is ``z = AUTO_Z = 2``, a number is ``z``.
 
 So a hit is kept when it scores at least ``z`` standard deviations above what the query scores on
 a typical gallery image; the number of hits kept varies per query (none when nothing stands out).
 The cutoff never adds hits: ``k`` stays the cap.
+
+Why z = 2: on the demo gallery (328 images, shipped synthetic CLIP) z = 3 kept no hit for four of
+five test queries, z = 2 kept 10–13 each; for a roughly normal bulk of scores z = 2 lets about
+2 % of the gallery through. Tune it per collection with a number (``--cutoff 2.5``).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import numpy as np
 
 from calibclip.errors import UserError
 
-AUTO_Z = 3.0
+AUTO_Z = 2.0
 SAMPLE = 10_000
 
 
