@@ -238,7 +238,10 @@ def test_composed_search_through_index_and_cli(tiny_model_dir, tmp_path):
     q = encode_composed(enc, [Image.open(ref).convert("RGB")], ["is red"], phi)
     g = enc.encode_images([Image.open(folder / f"im{i}.png").convert("RGB") for i in range(5)])
     want = [f"im{i}.png" for i in np.argsort(-(g @ q[0]), kind="stable")]
-    assert got == want
+    assert got == [w for w in want if w != "im0.png"]  # the reference is left out by default (#17.4)
+    r = runner.invoke(app, ["search", str(tmp_path / "p.idx"), "--image", str(ref), "--text", "is red",
+                            "--phi", str(phi_path), "--json", "--top-k", "5", "--device", "cpu", "--keep-reference"])
+    assert [Path(h["path"]).name for h in json.loads(r.stdout)] == want
     r = runner.invoke(app, ["search", str(tmp_path / "p.idx"), "--image", str(ref), "--text", "x",
                             "--phi", str(tmp_path / "nope.pt"), "--device", "cpu"])
     assert r.exit_code == 2 and "nope.pt" in r.output and "Traceback" not in r.output
