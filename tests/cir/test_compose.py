@@ -282,7 +282,8 @@ def test_calibrated_composed_search_cli_reranks_with_dcc_and_cve(tiny_model_dir,
     phi_path = save_phi(build_phi("lincir", enc.dim, enc.token_dim), tmp_path / "phi.pt")
     text = "is red and has a hat on the left"
     r = runner.invoke(app, ["search", str(tmp_path / "c.idx"), "--image", str(folder / "im0.png"), "--text", text,
-                            "--phi", str(phi_path), "--calib", "--json", "--device", "cpu"])
+                            "--phi", str(phi_path), "--calib", "--json", "--device", "cpu",
+                            "--keep-reference"])  # the full ranking, reference included (#17.4)
     assert r.exit_code == 0, r.output
     hits = json.loads(r.stdout[r.stdout.index("["):])
     gallery = [Image.open(folder / f"im{i}.png").convert("RGB") for i in range(6)]
