@@ -248,7 +248,7 @@ def test_composed_search_through_index_and_cli(tiny_model_dir, tmp_path):
     # Issue 15.8: a named preset (Pic2Word's "a photo of * , {}") in search too; --prompt with a preset is an error.
     r = runner.invoke(app, ["search", str(tmp_path / "p.idx"), "--image", str(ref), "--text", "is red",
                             "--phi", str(phi_path), "--json", "--top-k", "5", "--device", "cpu",
-                            "--prompt-preset", "pic2word"])
+                            "--prompt-preset", "pic2word", "--keep-reference"])  # full ranking (#17.4)
     assert r.exit_code == 0, r.output
     got = [Path(h["path"]).name for h in json.loads(r.stdout[r.stdout.index("["):])]
     q = encode_composed(enc, [Image.open(ref).convert("RGB")], ["is red"], phi, prompt="a photo of $ , {}")
