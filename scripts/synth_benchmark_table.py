@@ -15,6 +15,7 @@ Numbers are whatever the run measures; nothing is copied from elsewhere.
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -22,6 +23,7 @@ from pathlib import Path
 import torch
 
 from calibclip.data.synth import generate, shipped_model_dir, shipped_phi_path, shipped_rtd_path
+from calibclip.demo import README_TEST_IMAGES
 from calibclip.eval.runner import EvalSpec, evaluate
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -79,16 +81,19 @@ def measure(n_test: int, seed: int, tmp: Path) -> list[str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--n-test", type=int, default=1000, help="images per synthetic test split")
+    ap.add_argument("--n-test", type=int, default=README_TEST_IMAGES, help="images per synthetic test split")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--readme", action="store_true", help=f"replace the table between {START} and {END}")
     args = ap.parse_args()
     torch.manual_seed(0)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     with tempfile.TemporaryDirectory() as tmp:
         lines = measure(args.n_test, args.seed, Path(tmp))
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
     note = (f"Measured by `python scripts/synth_benchmark_table.py` (seed {args.seed}, {args.n_test} test images "
-            f"per task, shipped synthetic CLIP, {time.perf_counter() - t0:.0f} s on CPU).")
+            f"per task, shipped synthetic CLIP; {wall:.0f} s wall / {cpu:.0f} s CPU on a {os.cpu_count()}-core "
+            f"CPU{load}).")
     text = "\n".join(lines + ["", note])
     print(text)
     if args.readme:

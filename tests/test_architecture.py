@@ -12,7 +12,7 @@ SRC = Path(calibclip.__file__).parent
 
 # lowest first; a package may import its own modules and any package of a lower layer
 LAYERS = [
-    {"errors", "tensors", "atomic", "oom", "blas", "__init__"},
+    {"errors", "tensors", "atomic", "oom", "blas", "paths", "__init__"},
     {"images", "tokenizer", "data"},
     {"backends", "testing"},
     {"calib"},

@@ -30,8 +30,8 @@ def test_index_then_search_json(tmp_path, tiny_model_dir):
     assert [h["rank"] for h in hits] == [1, 2, 3]
     assert all(set(h) >= {"path", "score", "rank"} for h in hits)
     assert hits[0]["score"] >= hits[1]["score"] >= hits[2]["score"]
-    r = runner.invoke(app, ["search", str(out), "a red car"])
-    assert r.exit_code == 0 and "rank" in r.output
+    r = runner.invoke(app, ["search", str(out), "a red car"])  # not a terminal: score<TAB>path lines (#17.2)
+    assert r.exit_code == 0 and r.output.splitlines()[0] == f"{hits[0]['score']:.4f}\t{hits[0]['path']}"
 
 
 def test_errors_are_one_line(tmp_path, tiny_model_dir):

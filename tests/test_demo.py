@@ -57,26 +57,40 @@ def test_html_page_shows_every_query_with_existing_images(demo):
 
 def test_results_table_matches_the_result_files(demo):
     rows = {}
-    for line in demo.results_md.read_text(encoding="utf-8").splitlines()[2:]:
+    table = [ln for ln in demo.results_md.read_text(encoding="utf-8").splitlines() if ln.startswith("|")]
+    for line in table[2:]:
         ds, metric, base, cfg, value, _ = [c.strip() for c in line.strip("|").split("|")]
         rows[(ds, metric)] = (float(base), cfg, float(value))
     assert {ds for ds, _ in rows} == {"flickr30k", "cuhk-pedes", "cirr"}
     files = {p.name: json.loads(p.read_text()) for p in (demo.out / "results").glob("*.json")}
     base = next(v for k, v in files.items() if k.startswith("flickr30k") and k.endswith("-base.json"))
     calib = next(v for k, v in files.items() if k.startswith("flickr30k") and "-calib" in k)
-    assert rows[("flickr30k", "t2i_R@1")] == (round(base["metrics"]["t2i_R@1"], 2), "calib",
+    assert rows[("flickr30k", "t2i_R@1")] == (round(base["metrics"]["t2i_R@1"], 2), "CalibCLIP",
                                                round(calib["metrics"]["t2i_R@1"], 2))
     # every row: base column = the dataset's base run, value column = the run named in the row
     by_config = {(v["dataset"], v["config"]): v["metrics"] for v in files.values()}
+    by_label = {(v["dataset"], v["label"]): v["metrics"] for v in files.values()}  # rows name runs in words (#17.7)
     for (ds, metric), (b, cfg, value) in rows.items():
         first = next(m for (d, c), m in by_config.items() if d == ds and c.startswith("base"))
-        assert b == round(first[metric], 2) and value == round(by_config[(ds, cfg)][metric], 2), (ds, metric)
+        assert b == round(first[metric], 2) and value == round(by_label[(ds, cfg)][metric], 2), (ds, metric)
     assert len(rows) == 12 and len(files) == 6
     # the shipped model is far above chance (1/300) on the synthetic test split
     assert rows[("flickr30k", "t2i_R@10")][0] > 90
     assert rows[("cuhk-pedes", "R@1")][0] > 60
     base_r1, cfg, rtd_r1 = rows[("cirr", "R@1")]
-    assert cfg.startswith("rtd") and rtd_r1 > base_r1  # RTD helps on this world (README table)
+    assert cfg == "φ synth-phi + RTD synth-rtd" and rtd_r1 > base_r1  # RTD helps on this world (README table)
+
+
+def test_results_md_says_what_the_rows_are_and_why_they_differ_from_the_readme(demo):
+    from calibclip.demo import README_TEST_IMAGES
+
+    text = demo.results_md.read_text(encoding="utf-8")
+    files = [json.loads(p.read_text()) for p in (demo.out / "results").glob("*-base*.json")]
+    for r in files:  # the sizes stated are the sizes evaluated
+        assert f"{r['dataset']} {r['counts']['images']} images / {r['counts']['queries']} queries" in text
+    assert f"{README_TEST_IMAGES:,} test images per task" in text and "fewer distractors" in text
+    assert "*base* is “baseline”, *compared with* is “CalibCLIP”" in text
+    assert "*base* is “φ synth-phi”, *compared with* is “φ synth-phi + RTD synth-rtd”" in text
 
 
 def test_cli_rejects_a_file_as_out_dir(tmp_path):

@@ -100,11 +100,10 @@ def run_queries(index: Any, queries: list[DemoQuery], k: int, phi: Any, rtd: Pat
 
             load_rtd(index.encoder, ckpt)  # in place: text queries above were already answered
         for q in composed:
+            ref_id = index.find(q.reference)  # CIRR protocol: never the reference
             with Image.open(q.reference) as im:
-                hits = index.search_composed(im.convert("RGB"), q.text, phi, k=k + 1)
-            hits = [h for h in hits if h.path != q.reference][:k]  # CIRR protocol: never the reference
-            for r, h in enumerate(hits, 1):
-                h.rank = r
+                hits = index.search_composed(im.convert("RGB"), q.text, phi, k=k,
+                                             exclude=() if ref_id is None else (ref_id,))
             done.append(DemoQuery(q.kind, q.text, q.truth, q.reference, hits, note))
     return done
 
@@ -190,20 +189,39 @@ def results_rows(groups: list[list[Any]]) -> list[tuple[str, str, str, float, fl
     for group in groups:
         first, second = group[0], (group[1] if len(group) > 1 else None)
         for m in KEY_METRICS.get(first.dataset, tuple(first.metrics)):
-            rows.append((first.dataset, m, second.config if second else "–", first.metrics[m],
+            rows.append((first.dataset, m, (second.label or second.config) if second else "–", first.metrics[m],
                          second.metrics[m] if second else None))
     return rows
 
 
+README_TEST_IMAGES = 1000  # scripts/synth_benchmark_table.py --n-test default, the README table's test splits
+
+
 def write_results_md(groups: list[list[Any]], path: Path) -> Path:
-    """The combined table as Markdown (atomic)."""
+    """The combined table as Markdown (atomic), with what each row compares and why the README's numbers differ."""
     from calibclip.atomic import atomic_write_text
 
     lines = ["| dataset | metric | base | compared with | value | Δ |", "|---|---|---|---|---|---|"]
     for ds, m, cfg, a, b in results_rows(groups):
         tail = "– | – |" if b is None else f"{b:.2f} | {b - a:+.2f} |"
         lines.append(f"| {ds} | {m} | {a:.2f} | {cfg} | {tail}")
-    atomic_write_text(path, "\n".join(lines) + "\n")
+    sizes = ", ".join(f"{g[0].dataset} {g[0].counts['images']} images / {g[0].counts['queries']} queries"
+                      for g in groups)
+    what = {"flickr30k": "text→image retrieval (Flickr30K format)", "cuhk-pedes": "text-based person retrieval "
+            "(CUHK-PEDES format)", "cirr": "composed retrieval (CIRR format, full-gallery recall and Recall_subset)"}
+    rows = [f"- **{g[0].dataset}**, {what.get(g[0].dataset, g[0].dataset)}: *base* is "
+            f"“{g[0].label or g[0].config}”" + (f", *compared with* is “{g[1].label or g[1].config}”" if len(g) > 1
+                                                 else "") + "." for g in groups]
+    notes = ["", "What the rows are (shipped synthetic CLIP, seed-0 synthetic test splits, values in %):", *rows,
+             "- *CalibCLIP* = CVE gallery features + DCC queries + discriminative re-ranking (CalibConfig defaults); "
+             "*φ* = the shipped LinCIR projection; *RTD* = the shipped RTD-fine-tuned text tower.",
+             "",
+             f"Test-split sizes here: {sizes}. The README's table (`python scripts/synth_benchmark_table.py`) "
+             f"evaluates {README_TEST_IMAGES:,} test images per task, so its numbers differ from these: with a "
+             "smaller gallery each query has fewer distractors and every recall is higher. The per-file results "
+             "(every metric, settings, timing) are in `results/*.json`; aggregate them with "
+             "`calibclip eval report results/*.json`."]
+    atomic_write_text(path, "\n".join(lines + notes) + "\n")
     return path
 
 

@@ -238,14 +238,17 @@ def test_composed_search_through_index_and_cli(tiny_model_dir, tmp_path):
     q = encode_composed(enc, [Image.open(ref).convert("RGB")], ["is red"], phi)
     g = enc.encode_images([Image.open(folder / f"im{i}.png").convert("RGB") for i in range(5)])
     want = [f"im{i}.png" for i in np.argsort(-(g @ q[0]), kind="stable")]
-    assert got == want
+    assert got == [w for w in want if w != "im0.png"]  # the reference is left out by default (#17.4)
+    r = runner.invoke(app, ["search", str(tmp_path / "p.idx"), "--image", str(ref), "--text", "is red",
+                            "--phi", str(phi_path), "--json", "--top-k", "5", "--device", "cpu", "--keep-reference"])
+    assert [Path(h["path"]).name for h in json.loads(r.stdout)] == want
     r = runner.invoke(app, ["search", str(tmp_path / "p.idx"), "--image", str(ref), "--text", "x",
                             "--phi", str(tmp_path / "nope.pt"), "--device", "cpu"])
     assert r.exit_code == 2 and "nope.pt" in r.output and "Traceback" not in r.output
     # Issue 15.8: a named preset (Pic2Word's "a photo of * , {}") in search too; --prompt with a preset is an error.
     r = runner.invoke(app, ["search", str(tmp_path / "p.idx"), "--image", str(ref), "--text", "is red",
                             "--phi", str(phi_path), "--json", "--top-k", "5", "--device", "cpu",
-                            "--prompt-preset", "pic2word"])
+                            "--prompt-preset", "pic2word", "--keep-reference"])  # full ranking (#17.4)
     assert r.exit_code == 0, r.output
     got = [Path(h["path"]).name for h in json.loads(r.stdout[r.stdout.index("["):])]
     q = encode_composed(enc, [Image.open(ref).convert("RGB")], ["is red"], phi, prompt="a photo of $ , {}")
@@ -279,7 +282,8 @@ def test_calibrated_composed_search_cli_reranks_with_dcc_and_cve(tiny_model_dir,
     phi_path = save_phi(build_phi("lincir", enc.dim, enc.token_dim), tmp_path / "phi.pt")
     text = "is red and has a hat on the left"
     r = runner.invoke(app, ["search", str(tmp_path / "c.idx"), "--image", str(folder / "im0.png"), "--text", text,
-                            "--phi", str(phi_path), "--calib", "--json", "--device", "cpu"])
+                            "--phi", str(phi_path), "--calib", "--json", "--device", "cpu",
+                            "--keep-reference"])  # the full ranking, reference included (#17.4)
     assert r.exit_code == 0, r.output
     hits = json.loads(r.stdout[r.stdout.index("["):])
     gallery = [Image.open(folder / f"im{i}.png").convert("RGB") for i in range(6)]

@@ -185,7 +185,7 @@ def test_composed_passes_image_text_phi_and_k_to_the_index(shared_collection, ti
     seen = {}
     phi = object()
 
-    def fake_composed(self, image, text, phi_, k=10, prompt=""):
+    def fake_composed(self, image, text, phi_, k=10, prompt="", **kw):
         seen.update(size=image.size, mode=image.mode, text=text, phi=phi_, k=k, prompt=prompt)
         return self.search_image(image, k=k)
 

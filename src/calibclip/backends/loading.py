@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers import CLIPImageProcessorPil, CLIPModel, CLIPTokenizer
 
 from calibclip.errors import ModelNotAvailableError, UserError
+
+if TYPE_CHECKING:
+    from calibclip.backends.base import Encoder
 
 
 def pick_device(device: str = "auto") -> str:
@@ -39,6 +43,21 @@ def _network_reachable(host: str = "huggingface.co", timeout: float = 2.0) -> bo
         return False
 
 
+def offline_hint(model: str) -> str:
+    """The message for a model that is neither cached nor downloadable: how to fetch it elsewhere.
+
+    Only an id of the form ORG/NAME gets a download command (``hf download``, the CLI of current
+    huggingface_hub); anything else is not a hub id, so the user is asked for a local folder.
+    """
+    msg = f"model '{model}' is not in the local Hugging Face cache and the hub cannot be reached (offline). "
+    if re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", model):
+        name = model.split("/")[-1]
+        return msg + (f"Download it on a connected machine (`hf download {model} --local-dir ./{name}`), copy "
+                      f"the folder here and pass it with --model ./{name}.")
+    return msg + ("Pass a local model folder (saved with CLIPModel.save_pretrained) with --model, or a hub id "
+                  "of the form ORG/NAME such as openai/clip-vit-base-patch16.")
+
+
 def _from_pretrained(source: str, local_only: bool) -> tuple[CLIPModel, Any, Any]:
     model = CLIPModel.from_pretrained(source, local_files_only=local_only, attn_implementation="sdpa")
     tokenizer = CLIPTokenizer.from_pretrained(source, local_files_only=local_only)
@@ -64,10 +83,7 @@ def load_hf_parts(model: str) -> tuple[CLIPModel, Any, Any]:
     except (OSError, ValueError):
         pass
     if not _network_reachable():
-        raise ModelNotAvailableError(
-            f"model '{model}' is not in the local Hugging Face cache and the hub cannot be reached (offline). "
-            f"Download it on a connected machine (e.g. `huggingface-cli download {model} --local-dir ./{model.split('/')[-1]}`) "
-            f"and pass the folder with --model ./{model.split('/')[-1]}.")
+        raise ModelNotAvailableError(offline_hint(model))
     try:
         return _from_pretrained(model, local_only=False)
     except (OSError, ValueError) as exc:
@@ -134,7 +150,7 @@ def is_shipped_model(encoder: Any) -> bool:
     return getattr(encoder, "source", None) == str(SHIPPED_MODEL.resolve())
 
 
-def load(model: str, device: str = "auto", calibration: Any = None) -> "Encoder":  # noqa: F821
+def load(model: str, device: str = "auto", calibration: Any = None) -> Encoder:
     """Load an encoder by HF id (e.g. ``openai/clip-vit-base-patch16``) or local directory.
 
     ``calibration``: a ``calibclip.CalibConfig`` to enable CalibCLIP, or None for the plain model.

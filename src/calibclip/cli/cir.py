@@ -14,7 +14,8 @@ from calibclip.errors import UserError
 def train_phi_cmd(
     model: str = typer.Option(..., "--model", "-m", help="CLIP model (HF id or local directory) φ is trained for."),
     captions: Path = typer.Option(..., "--captions", help="Text file with one caption per line."),
-    out: Path = typer.Option(..., "--out", "-o", help="φ checkpoint to write (e.g. phi.pt)."),
+    out: Path = typer.Option(..., "--out", "-o", help="φ checkpoint to write (e.g. phi.pt); the resumable "
+                             "training state goes beside it with .train.pt for the suffix (phi.train.pt)."),
     steps: int = typer.Option(20_000, "--steps", min=1),
     batch_size: int = typer.Option(512, "--batch-size", min=1),
     lr: float = typer.Option(1e-4, "--lr", min=0.0),
@@ -40,7 +41,7 @@ def train_phi_cmd(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1 ..."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
-    """Train φ the LinCIR way, from captions only (text tower frozen); writes OUT and OUT.train.pt."""
+    """Train φ the LinCIR way, from captions only (text tower frozen); --out phi.pt writes phi.pt and phi.train.pt."""
     from calibclip.cir.keywords import get_tagger
     from calibclip.cir.train_phi import PhiTrainConfig, read_captions, train_phi
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+import typer.core
 from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
@@ -23,6 +24,24 @@ from calibclip.errors import UserError
 
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
+
+
+def hide_flag_types() -> None:
+    """Help without ``<bool>`` after on/off flags.
+
+    typer ≥0.25 prints every option's type in the rich help, which for a flag (it takes no value)
+    is only noise; the value types of other options (``<path>``, ``<int>``) stay.
+    """
+    option = getattr(typer.core, "TyperOption", None)
+    original = getattr(option, "display_type_rich", None)
+    if original is None or getattr(original, "_calibclip", False):
+        return
+
+    def display_type_rich(self: Any, ctx: Any) -> str | None:
+        return None if getattr(self, "is_flag", False) else original(self, ctx)
+
+    display_type_rich._calibclip = True  # type: ignore[attr-defined]
+    option.display_type_rich = display_type_rich
 
 
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -114,19 +133,51 @@ def default_model() -> str:
                         "model directory.") from None
 
 
-def print_hits(hits: list, as_json: bool, title: "str | Text") -> None:
-    """Print hits as a rich table or JSON lines (path, score, rank); a str title is plain text, a Text keeps its styles."""
+def shipped_or_path(path: Path | None, flag: str) -> Path | None:
+    """``--phi synth`` / ``--rtd synth`` → the checkpoint shipped for the synthetic CLIP; a path is checked."""
+    if path is None:
+        return None
+    if str(path) == "synth" and not path.exists():
+        from calibclip.data.synth import shipped_phi_path, shipped_rtd_path
+
+        shipped = shipped_phi_path() if flag == "--phi" else shipped_rtd_path()
+        if shipped is None:
+            raise UserError(f"{flag} synth: this install lacks the shipped checkpoint; pass a file.")
+        return shipped
+    if not path.is_file():
+        raise UserError(f"{flag} {path}: no such file (or use `{flag} synth` for the shipped one).")
+    return path
+
+
+def print_hits(hits: list, as_json: bool, title: "str | Text", paths_only: bool = False, table: bool | None = None,
+               title_markup: bool = False) -> None:
+    """Print hits: JSON (path, score, rank, id), bare paths, a rich table on a terminal (or when
+    ``table``), else tab-separated ``score<TAB>path`` lines that pipe cleanly into other tools.
+
+    ``title`` is plain text unless ``title_markup`` (the caller escaped what it took from users);
+    a rich ``Text`` keeps its styles."""
     if as_json:
         import json
 
         typer.echo(json.dumps([h.to_dict() for h in hits], indent=1))
         return
+    if paths_only:
+        for h in hits:
+            typer.echo(h.path)
+        return
+    if not (console.is_terminal if table is None else table):
+        for h in hits:
+            typer.echo(f"{h.score:.4f}\t{h.path}")
+        return
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=escape(title) if isinstance(title, str) else title, title_justify="left")
-    table.add_column("rank", justify="right")
-    table.add_column("score", justify="right")
-    table.add_column("path", overflow="fold")
+    grid = Table(title=title if (title_markup or not isinstance(title, str)) else escape(title), title_justify="left")
+    grid.add_column("rank", justify="right")
+    grid.add_column("score", justify="right")
+    grid.add_column("path", overflow="fold")
     for h in hits:
-        table.add_row(str(h.rank), f"{h.score:.4f}", escape(h.path))
-    console.print(table)
+        grid.add_row(str(h.rank), f"{h.score:.4f}", escape(h.path))
+    console.print(grid)
+    if not hits:
+        console.print("no results", style="yellow")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from calibclip.cli.common import Text, console, escape, print_hits
+from calibclip.cli.common import console, escape, print_hits
 
 
 def synth_cmd(
@@ -32,6 +32,7 @@ def demo_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the final summary."),
 ) -> None:
     """Offline demo on the shipped synthetic world: index, text/person/composed queries, HTML page, eval table."""
+    from rich.markup import escape
     from rich.table import Table
 
     from calibclip.demo import results_rows, run_demo
@@ -43,8 +44,8 @@ def demo_cmd(
                        else "[red]✗ not in the top hits[/red]")
             label = q.kind + (f" · {q.note}" if q.note else "")
             ref = f" + reference {Path(q.reference).name}" if q.reference else ""
-            shown = escape(f'[{label}] "{q.text}"{ref}')
-            print_hits(q.hits, False, Text.from_markup(f"{shown} — {verdict}"))
+            title = escape(f"[{label}] \"{q.text}\"{ref}") + f" — {verdict}"
+            print_hits(q.hits, False, title, table=True, title_markup=True)
 
     report = run_demo(out, seed=seed, top_k=top_k, evaluate=not no_eval,
                       say=(lambda _: None) if quiet else (lambda m: console.print(f"[cyan]•[/cyan] {escape(m)}")),

@@ -1,20 +1,35 @@
-"""`calibclip eval`."""
+"""`calibclip eval`: `eval DATASET …` (short for `eval run DATASET …`) and `eval report FILES…`.
+
+`eval` is a command group so that `report` can sit beside the benchmark runs; a first argument that
+is not a sub-command name is taken as `run`'s DATASET, so `calibclip eval flickr30k --root …` keeps
+working exactly as before.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import typer
-from calibclip.cli.common import console, escape
+from typer.core import TyperGroup
+
+from calibclip.cli.common import console, escape, user_errors
 from calibclip.errors import UserError
 
 
-def default_cache_dir() -> Path:
-    """$CALIBCLIP_CACHE/eval, else ~/.cache/calibclip/eval."""
-    import os
+class _EvalGroup(TyperGroup):
+    """A group whose default sub-command is `run`: `eval flickr30k …` = `eval run flickr30k …`."""
 
-    base = os.environ.get("CALIBCLIP_CACHE")
-    return (Path(base) if base else Path.home() / ".cache" / "calibclip") / "eval"
+    def parse_args(self, ctx, args: list[str]) -> list[str]:  # type: ignore[override]
+        if args and args[0] not in self.commands and args[0] != "--help":
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+def default_cache_dir() -> Path:
+    """$CALIBCLIP_CACHE/eval, else the per-user cache (~/.cache/calibclip/eval, $XDG_CACHE_HOME honoured)."""
+    from calibclip.paths import cache_root
+
+    return cache_root() / "eval"
 
 
 def eval_cmd(
@@ -25,9 +40,9 @@ def eval_cmd(
     calib: bool = typer.Option(False, "--calib", help="Evaluate with CalibCLIP (CVE gallery, DCC queries)."),
     calib_config: Path = typer.Option(None, "--calib-config",
                                       help="TOML file with CalibConfig fields (implies --calib)."),
-    phi: Path = typer.Option(None, "--phi",
-                             help="φ checkpoint for composed retrieval (cirr, fashioniq, circo, genecis)."),
-    rtd: Path = typer.Option(None, "--rtd", help="RTD text-encoder checkpoint (composed retrieval)."),
+    phi: Path = typer.Option(None, "--phi", help="φ checkpoint for composed retrieval (cirr, fashioniq, circo, "
+                             "genecis), or `synth` for the one shipped with the synthetic CLIP."),
+    rtd: Path = typer.Option(None, "--rtd", help="RTD text-encoder checkpoint (composed retrieval), or `synth`."),
     compare: str = typer.Option(None, "--compare", help="Two or more configurations in one run, e.g. base,calib "
                                 "or base,rtd; prints the delta."),
     split: str = typer.Option(None, "--split", help="Split (default: test for TIR/TBPR, val for CIR; GeneCIS: "
@@ -45,7 +60,10 @@ def eval_cmd(
                                   "rounded to fp16, fp32 compute) or auto: on CUDA the benchmark's official one "
                                   "(Flickr30K/MSCOCO fp16 autocast as CLIP_benchmark; CIRR/FashionIQ/CIRCO "
                                   "fp16-weights as the RTD/LinCIR scripts; GeneCIS, TBPR fp32), fp32 on CPU."),
-    results_dir: Path = typer.Option(Path("results"), "--results-dir", help="Where the result JSON files go."),
+    results_dir: Path = typer.Option(Path("results"), "--results-dir", help="Where the result JSON files go, "
+                                     "named <dataset>-<model>-<config>.json."),
+    output: Path = typer.Option(None, "--output", "-o", help="Write the result JSON exactly here instead (with "
+                                "--compare: one file holding the list of results); --results-dir is then unused."),
     cache_dir: Path = typer.Option(None, "--cache-dir",
                                    help="Gallery feature cache (default ~/.cache/calibclip/eval)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write cached gallery features."),
@@ -56,9 +74,12 @@ def eval_cmd(
     write_config: Path = typer.Option(None, "--write-config", help="With --pick-best: save the best CalibConfig "
                                       "as TOML (use it with --calib-config)."),
 ) -> None:
-    """Evaluate a model on a benchmark with its official protocol; writes results/<dataset>-<model>-<config>.json."""
+    """Run a benchmark with its official protocol; writes results/<dataset>-<model>-<config>.json or --output."""
+    from calibclip.cli.common import shipped_or_path
     from calibclip.eval.report import append_markdown, results_table, summary_lines
-    from calibclip.eval.runner import EvalSpec, evaluate, evaluate_many
+    from calibclip.eval.runner import EvalSpec, evaluate, evaluate_many, save_result, write_json
+
+    phi, rtd = shipped_or_path(phi, "--phi"), shipped_or_path(rtd, "--rtd")
 
     if sweep:
         if compare or rtd is not None:
@@ -82,9 +103,19 @@ def eval_cmd(
     spec = EvalSpec(dataset=dataset, root=root, model=model, mode=modes[0], split=split, calib_config=calib_config,
                     phi=phi, rtd=rtd, prompt=prompt, prompt_preset=prompt_preset, batch_size=batch_size, device=device,
                     precision=precision, cache_dir=None if no_cache else (cache_dir or default_cache_dir()),
-                    results_dir=results_dir,
+                    results_dir=None if output is not None else results_dir,
                     submission=submission, progress=not quiet)
     results = evaluate_many(spec, modes) if len(modes) > 1 else [evaluate(spec)]
+    if output is not None:
+        if len(results) == 1:
+            save_result(results[0], output)
+        else:
+            import time
+
+            created = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            write_json(output, [{**r.to_dict(), "path": str(output), "created": created} for r in results])
+            for r in results:
+                r.path = output
     console.print(results_table(results))
     for line in summary_lines(results):
         console.print(escape(line), highlight=False)
@@ -121,3 +152,36 @@ def _sweep(items: list[str], pick_best: str | None, write_config: Path | None, s
                               highlight=False)
         if write_config is not None:
             console.print(f"wrote {escape(str(write_best_config(best, write_config)))}", highlight=False)
+def report_cmd(
+    files: list[Path] = typer.Argument(..., metavar="RESULT.json...", help="Result files of `calibclip eval` "
+                                       "(e.g. results/*.json)."),
+    csv: Path = typer.Option(None, "--csv", help="Also write the table as CSV to this file."),
+    markdown: bool = typer.Option(False, "--markdown", help="Print the table as Markdown instead of a terminal "
+                                  "table."),
+) -> None:
+    """Aggregate result files into one table: a row per (dataset, model, configuration), a column per metric."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from calibclip.eval.report import load_result_files, markdown_table, report_table, write_csv
+
+    header, rows = report_table(load_result_files(files))
+    if markdown:
+        typer.echo(markdown_table(header, rows), nl=False)
+    else:
+        table = Table(title=f"{len(rows)} result(s)", title_justify="left")
+        for i, h in enumerate(header):
+            table.add_column(escape(h), justify="left" if i < 4 else "right")
+        for r in rows:
+            table.add_row(*(escape(c) for c in r))
+        console.print(table)
+    if csv is not None:
+        write_csv(csv, header, rows)
+        console.print(f"wrote {csv}", highlight=False, markup=False)
+
+
+eval_app = typer.Typer(cls=_EvalGroup, add_completion=False, no_args_is_help=True,
+                       help="Benchmarks: `calibclip eval DATASET --root DIR --model M` runs one (same as `eval run`); "
+                            "`calibclip eval report results/*.json` aggregates result files into one table.")
+eval_app.command("run")(user_errors(eval_cmd))
+eval_app.command("report")(user_errors(report_cmd))

@@ -59,7 +59,8 @@ def _load_phi(path: Path, enc: Any) -> Any:
 @user_errors
 def train_cmd(
     model: str = typer.Option(..., "--model", "-m", help="Base CLIP model (HF id or local directory)."),
-    phi: Path = typer.Option(None, "--phi", help="φ checkpoint of the base method (frozen)."),
+    phi: Path = typer.Option(None, "--phi", help="φ checkpoint of the base method (frozen), or `synth` for the one "
+                             "shipped with the synthetic CLIP."),
     triplets: Path = typer.Option(..., "--triplets", help="Triplet file (JSON lines)."),
     out: Path = typer.Option(..., "--out", "-o", help="Trained text tower to write (e.g. rtd_text.pt)."),
     steps: int = typer.Option(2000, "--steps", min=1),
@@ -88,13 +89,15 @@ def train_cmd(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1 ..."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
-    """Fine-tune the text encoder with RTD (AdamW, constant lr); writes OUT, OUT.train.pt, OUT.loss.png."""
+    """Fine-tune the text encoder with RTD (AdamW, constant lr); --out rtd.pt writes rtd.pt, rtd.train.pt and
+    rtd.loss.png (and rtd.best.pt with --val)."""
     from calibclip.cir.rtd.config import RTDConfig
     from calibclip.cir.rtd.train import train_rtd
     from calibclip.cir.rtd.triplets import read_triplets
     from calibclip.eval.validate import build_validator
     if phi is None and not naive_concat:
         raise UserError("--phi is required (the base method's φ checkpoint), or use --naive-concat.")
+    phi = common.shipped_or_path(phi, "--phi")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         data = read_triplets(triplets)

@@ -13,6 +13,15 @@ from calibclip.errors import UserError
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
+def not_an_index(path: Path) -> str:
+    """What to do when INDEX is not an index: a folder of images gets its index written beside it, never inside."""
+    if path.is_dir():
+        idx = path.resolve().with_name(path.resolve().name + ".idx")
+        return (f"{path}: a folder, not a calibclip index; index it first with `calibclip index {path} --out "
+                f"{idx}`, then run `calibclip serve {idx}`.")
+    return f"{path}: not a calibclip index (no such folder); build one with `calibclip index FOLDER --out {path}`."
+
+
 def serve_cmd(
     index_path: Path = typer.Argument(..., metavar="INDEX", help="Index folder built by `calibclip index`."),
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind; the default is reachable only "
@@ -20,8 +29,10 @@ def serve_cmd(
     port: int = typer.Option(8000, "--port", min=0, max=65535),
     api_key: str = typer.Option(None, "--api-key", envvar="CALIBCLIP_API_KEY", show_envvar=True,
                                 help="Require this key on every API route (header X-API-Key or ?api_key=)."),
-    phi: Path = typer.Option(None, "--phi", help="φ checkpoint: enables composed (image + text) search."),
-    rtd: Path = typer.Option(None, "--rtd", help="RTD text-encoder checkpoint (from `calibclip rtd train`)."),
+    phi: Path = typer.Option(None, "--phi", help="φ checkpoint: enables composed (image + text) search; `synth` "
+                             "for the one shipped with the synthetic CLIP."),
+    rtd: Path = typer.Option(None, "--rtd", help="RTD text-encoder checkpoint (from `calibclip rtd train`), or "
+                             "`synth`."),
     calib_config: Path = typer.Option(None, "--calib-config", help="TOML with CalibConfig fields for the "
                                       "CalibCLIP toggle (default: the config the index was built with)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1 ..."),
@@ -47,14 +58,11 @@ def serve_cmd(
         raise UserError(f"calibclip serve needs the serve extra ({exc.name} is missing): "
                         "pip install 'calibclip[serve]'") from None
     if not (index_path / "meta.sqlite").exists():
-        raise UserError(f"{index_path}: not a calibclip index; build it with `calibclip index FOLDER --out "
-                        f"{index_path}`.")
+        raise UserError(not_an_index(index_path))
     cfg = ServeConfig(api_key=api_key or None, cors_origins=tuple(cors_origin or ()), max_upload_mb=max_upload_mb,
                       allowed_hosts=(*default_allowed_hosts(host), *(allowed_host or ())))  # checks the key
     server.check_port_free(host, port)  # before loading anything: a taken port is a one-line error
-    for flag, path in (("--phi", phi), ("--rtd", rtd)):
-        if path is not None and not path.exists():
-            raise UserError(f"{flag} {path}: no such file.")
+    phi, rtd = common.shipped_or_path(phi, "--phi"), common.shipped_or_path(rtd, "--rtd")
     from calibclip.index import Index
 
     index = Index.open(index_path)

@@ -74,6 +74,7 @@ class EvalResult:
     notes: list[str] = field(default_factory=list)
     path: Path | None = None
     submission: list[str] = field(default_factory=list)
+    label: str = ""  # the configuration in words, e.g. "LinCIR φ synth-phi + RTD synth-rtd"
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -143,6 +144,24 @@ def _prompt(spec: EvalSpec) -> Any:
     from calibclip.cir.prompts import resolve_prompt
 
     return resolve_prompt(spec.prompt, spec.prompt_preset)
+
+
+def readable_label(spec: EvalSpec, calib: Any) -> str:
+    """The configuration as a person reads it: "baseline", "CalibCLIP", "CalibCLIP (config 3fa2b1)",
+    "φ lincir", "φ lincir + RTD rtd_text" (checkpoint file names without their suffix)."""
+    parts = []
+    if spec.phi is not None:
+        parts.append(f"φ {Path(spec.phi).stem}")
+    if spec.mode == "calib":
+        parts.append("CalibCLIP" + (f" (config {_sha(_calib_dict(calib), 6)})" if spec.calib_config else ""))
+    elif spec.mode == "rtd":
+        parts.append(f"RTD {Path(spec.rtd).stem}" if spec.rtd is not None else "RTD")
+    label = " + ".join(parts) or "baseline"
+    if spec.phi is not None:
+        proto = _prompt(spec)
+        if proto.preset not in (None, "rtd") or proto.prompt != DEFAULT_PROMPT_TEXT:
+            label += f" (prompt: {proto.preset or proto.prompt})"
+    return label
 
 
 # ---------------------------------------------------------------------------------------------- encoding
@@ -553,11 +572,17 @@ def evaluate(spec: EvalSpec, enc: Any = None, calib: Any = None, memo: dict | No
                         metrics={k: round(float(v), 4) for k, v in metrics.items()}, settings=settings,
                         data_fingerprint=data_fp, timing={k: round(v, 3) for k, v in timing.items()},
                         counts={"images": n_images, "queries": n_queries}, notes=sorted(set(notes)),
-                        submission=written)
+                        submission=written, label=readable_label(spec, calib))
     if spec.results_dir is not None:
-        result.path = Path(spec.results_dir) / f"{ds_name}-{slug(spec.model)}-{result.config}.json"
-        write_json(result.path, {**result.to_dict(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        save_result(result, Path(spec.results_dir) / f"{ds_name}-{slug(spec.model)}-{result.config}.json")
     return result
+
+
+def save_result(result: EvalResult, path: Path) -> Path:
+    """Write one result's JSON (every metric, settings, fingerprint, timing, creation time) to ``path``."""
+    result.path = Path(path)
+    write_json(result.path, {**result.to_dict(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    return result.path
 
 
 def evaluate_many(spec: EvalSpec, modes: list[str]) -> list[EvalResult]:

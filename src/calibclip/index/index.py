@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -308,10 +308,42 @@ class Index:
         return discriminative_scores(q_plain, np.asarray(feats["dcc"], dtype=np.float32), g_plain, g_cve, cfg,
                                      min(k, len(g_plain)))
 
-    def _hits(self, scores: np.ndarray, pos: np.ndarray) -> list[Hit]:
+    def _hits(self, scores: np.ndarray, pos: np.ndarray, min_score: float | None = None,
+              exclude: Collection[int] = (), k: int | None = None) -> list[Hit]:
+        """Hits of one ranked row: positions < 0 (ANN padding), ids in ``exclude`` and scores below
+        ``min_score`` dropped, at most ``k``, ranks renumbered from 1."""
         ids, _, paths = self.matrix()
-        return [Hit(rank=r + 1, score=float(s), path=paths[p], id=int(ids[p]))
-                for r, (s, p) in enumerate(zip(scores, pos)) if p >= 0]
+        kept = [(float(s), int(p)) for s, p in zip(scores, pos)
+                if p >= 0 and int(ids[p]) not in exclude and (min_score is None or s >= min_score)]
+        return [Hit(rank=r + 1, score=s, path=paths[p], id=int(ids[p])) for r, (s, p) in enumerate(kept[:k])]
+
+    def _cutoffs(self, feats: dict[str, Any], cutoff: str | float | None) -> list[float | None]:
+        """Per-query score cut of :mod:`calibclip.index.cutoff` (None: no cut), same similarity as :meth:`rank`."""
+        from calibclip.index.cutoff import parse_cutoff, sample_positions, thresholds
+
+        q = np.atleast_2d(np.asarray(feats["plain"], np.float32))
+        z = parse_cutoff(cutoff)
+        if z is None:
+            return [None] * len(q)
+        sample = sample_positions(len(self))
+        scores = q @ self.embeddings("plain")[sample].T
+        cfg = self.encoder.calibration if "dcc" in feats else None
+        if cfg is not None and cfg.disc_sim:
+            g_cve = self.embeddings("cve" if "cve" in self.store.feature_sets() else "plain")[sample]
+            scores = scores + cfg.lam * (np.atleast_2d(np.asarray(feats["dcc"], np.float32)) @ g_cve.T)
+        return [float(t) for t in thresholds(scores, z)]
+
+    def find(self, path: str | Path) -> int | None:
+        """Id of an indexed image given its path (any spelling of it), or of an indexed file with the same
+        content (SHA-1); None when the image is not in the index."""
+        p = Path(path).expanduser()
+        row = self.store.conn.execute("SELECT id FROM items WHERE path=?", (str(p.resolve()),)).fetchone()
+        if row is None and p.is_file():
+            from calibclip.images import read_with_hash
+
+            row = self.store.conn.execute("SELECT id FROM items WHERE sha1=? ORDER BY id",
+                                          (read_with_hash(p)[1],)).fetchone()
+        return None if row is None else int(row[0])
 
     def check_query(self, text: str) -> str:
         """Validate a text query: empty → error; longer than the context → warning (it is truncated)."""
@@ -324,36 +356,73 @@ class Index:
                           "it was truncated.", stacklevel=3)
         return text.strip()
 
-    def search(self, query: str | Sequence[str], k: int = 10) -> list[Hit] | list[list[Hit]]:
-        """Text → image search. A list of queries gives a list of hit lists."""
+    def search(self, query: str | Sequence[str], k: int = 10,
+               cutoff: str | float | None = None) -> list[Hit] | list[list[Hit]]:
+        """Text → image search. A list of queries gives a list of hit lists.
+
+        ``cutoff``: None (the top ``k``), ``"auto"`` or a z value — keep only the hits that stand out
+        from the query's own score distribution over the gallery (rule: :mod:`calibclip.index.cutoff`).
+        """
         single = isinstance(query, str)
         texts = [self.check_query(q) for q in ([query] if single else query)]
         self._check_calibration(self.encoder)
-        feats = text_feature_sets(self.encoder, texts, self.encoder.calibration)
-        scores, pos = self.rank({k_: v.cpu().numpy() for k_, v in feats.items()}, k)
-        hits = [self._hits(s, p) for s, p in zip(scores, pos)]
+        feats = {k_: v.cpu().numpy() for k_, v in text_feature_sets(self.encoder, texts,
+                                                                     self.encoder.calibration).items()}
+        scores, pos = self.rank(feats, k)
+        hits = [self._hits(s, p, c) for s, p, c in zip(scores, pos, self._cutoffs(feats, cutoff))]
         return hits[0] if single else hits
 
-    def search_image(self, image: Image.Image, k: int = 10) -> list[Hit]:
-        """Image → image search (query by example)."""
-        q = self.encoder.encode_images([image])
-        scores, pos = self.search_vectors(q, k)
-        return self._hits(scores[0], pos[0])
+    def search_image(self, image: Image.Image | np.ndarray, k: int = 10, cutoff: str | float | None = None,
+                     exclude: Collection[int] = ()) -> list[Hit]:
+        """Image → image search (query by example): a PIL image, or an image embedding (D,).
+
+        ``exclude``: ids left out of the results (e.g. the query image itself).
+        """
+        q = image if isinstance(image, np.ndarray) else self.encoder.encode_images([image])
+        feats = {"plain": np.atleast_2d(np.asarray(q, np.float32))}
+        scores, pos = self.search_vectors(feats["plain"], k + len(exclude))
+        return self._hits(scores[0], pos[0], self._cutoffs(feats, cutoff)[0], exclude=exclude, k=k)
 
     def search_composed(self, image: Image.Image, text: str, phi: Any, k: int = 10,
-                        prompt: str = "a photo of $ that {}") -> list[Hit]:
-        """Composed search: reference image + modification text through a φ projection."""
+                        prompt: str = "a photo of $ that {}", cutoff: str | float | None = None,
+                        exclude: Collection[int] = ()) -> list[Hit]:
+        """Composed search: reference image + modification text through a φ projection.
+
+        ``exclude``: ids left out of the results — pass the reference's id (:meth:`find`), as the
+        benchmarks do, to never return the reference itself.
+        """
         text = self.check_query(text)
         enc = self.encoder
         if enc.calibration is not None:
             from calibclip.cir import composed_feature_set
 
             self._check_calibration(enc)
-            feats = composed_feature_set(enc, [image], [text], phi, prompt=prompt)
-            scores, pos = self.rank({k_: np.asarray(v) for k_, v in feats.items()}, k)
+            feats = {k_: np.asarray(v) for k_, v in composed_feature_set(enc, [image], [text], phi,
+                                                                         prompt=prompt).items()}
+            scores, pos = self.rank(feats, k + len(exclude))
         else:
             from calibclip.cir import encode_composed
 
-            q = encode_composed(enc, [image], [text], phi, prompt=prompt)
-            scores, pos = self.search_vectors(q, k)
-        return self._hits(scores[0], pos[0])
+            feats = {"plain": np.asarray(encode_composed(enc, [image], [text], phi, prompt=prompt), np.float32)}
+            scores, pos = self.search_vectors(feats["plain"], k + len(exclude))
+        return self._hits(scores[0], pos[0], self._cutoffs(feats, cutoff)[0], exclude=exclude, k=k)
+
+    def search_like(self, reference: int | str | Path, k: int = 10, cutoff: str | float | None = None,
+                    keep_reference: bool = False) -> list[Hit]:
+        """Images similar to an indexed image, given by id or path; the reference itself is left out
+        unless ``keep_reference``. A path not in the index is opened and encoded."""
+        ref_id = reference if isinstance(reference, int) else self.find(reference)
+        if ref_id is None:
+            from calibclip.images import BadImage, open_image
+
+            try:
+                image = open_image(reference)
+            except BadImage as exc:
+                raise UserError(f"{exc} (and it is not in the index {self.root}).") from None
+            return self.search_image(image, k=k, cutoff=cutoff)
+        ids = self.matrix()[0]
+        where = np.nonzero(ids == ref_id)[0]
+        if not len(where):
+            raise UserError(f"no image with id {ref_id} in {self.root}.")
+        return self.search_image(self.embeddings()[where[0]], k=k, cutoff=cutoff,
+                                 exclude=() if keep_reference else (ref_id,))

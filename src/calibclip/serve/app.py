@@ -48,6 +48,9 @@ class TextQuery(BaseModel):
     k: int = Field(24, description="Number of results.")
     calib: bool = Field(False, description="Use CalibCLIP (DCC query + discriminative re-ranking).")
     offset: int = Field(0, description="Skip this many best hits (paging: the next page starts at offset + k).")
+    cutoff: str | None = Field(None, description="\"auto\" (or a z such as \"2.5\"): keep only the hits scoring "
+                               "at least mean + z·std (auto: z = 2) of this query's scores over the gallery; "
+                               "k stays the cap.")
 
 
 class ApiError(Exception):
@@ -244,8 +247,14 @@ def create_app(index_path: str | Path, encoder: Any = None, phi: Any = None, api
         # (32 parked threads contended for the GIL with the model's thread for nothing)
         t0 = time.perf_counter()
         query, k = check_text(body.query, "query"), check_k(body.k, body.offset)
-        snap, hits, warns = await asyncio.wrap_future(batcher.submit(query, body.offset + k, calib=body.calib))
-        return answer("text", (snap, hits), warns, t0, k, body.offset, query=query, calib=body.calib)
+        if body.cutoff is None:
+            snap, hits, warns = await asyncio.wrap_future(batcher.submit(query, body.offset + k, calib=body.calib))
+        else:  # the cut needs the query's own score statistics: one un-batched search, off the event loop
+            (snap, hits), warns = await asyncio.to_thread(
+                searcher.call, lambda s: (s, s.index.search(query, k=body.offset + k, cutoff=body.cutoff)),
+                calib=body.calib)
+        return answer("text", (snap, hits), warns, t0, k, body.offset, query=query, calib=body.calib,
+                      cutoff=body.cutoff)
 
     @app.post("/search/image", tags=["search"])
     def search_image(image: UploadFile | None = File(None, description="Query image (or give `id`)."),
@@ -274,7 +283,10 @@ def create_app(index_path: str | Path, encoder: Any = None, phi: Any = None, api
                         image: UploadFile | None = File(None, description="Reference image (or give `id`)."),
                         id: int | None = Form(None, description="Id of an indexed reference image."),
                         k: int = Form(24), calib: bool = Form(False),
-                        offset: int = Form(0, description="Skip this many best hits.")) -> dict:
+                        offset: int = Form(0, description="Skip this many best hits."),
+                        keep_reference: bool = Form(False, description="Keep the reference (given by `id`) "
+                                                    "among the results; left out by default, as in the benchmarks.")
+                        ) -> dict:
         """Composed search: a reference image changed as the text says (needs ``--phi``)."""
         t0 = time.perf_counter()
         if searcher.phi is None:
@@ -283,7 +295,8 @@ def create_app(index_path: str | Path, encoder: Any = None, phi: Any = None, api
         text, k = check_text(text, "text"), check_k(k, offset)
         img = reference(image, id)
         result, warns = searcher.call(lambda s: (s, s.index.search_composed(
-            img, text, searcher.phi, k=offset + k, prompt=cfg.prompt)), calib=calib)
+            img, text, searcher.phi, k=offset + k, prompt=cfg.prompt,
+            **({} if id is None or keep_reference else {"exclude": (id,)}))), calib=calib)
         return answer("composed", result, warns, t0, k, offset, text=text, calib=calib, id=id)
 
     @app.get("/images/{image_id}", tags=["images"],
