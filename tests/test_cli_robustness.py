@@ -104,7 +104,8 @@ def test_shipped_model_is_announced_on_every_run(tmp_path):
     from calibclip.data.synth import shipped_model_dir
     from calibclip.serve import create_app
 
-    with TestClient(create_app(tmp_path / "p.idx", encoder=load(str(shipped_model_dir()), device="cpu"))) as c:
+    with TestClient(create_app(tmp_path / "p.idx", encoder=load(str(shipped_model_dir()), device="cpu")),
+                    base_url="http://127.0.0.1") as c:  # the Host check answers only the bound names
         assert "synthetic demo model" in c.get("/stats").json()["model_warning"]
         assert c.get("/").status_code == 200 and 'id="model-warning"' in c.get("/").text
 

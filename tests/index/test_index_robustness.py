@@ -132,7 +132,7 @@ def test_symlink_rule_inside_followed_outside_skipped_or_allowed(tmp_path, tiny_
     from calibclip.serve import create_app
 
     ids = dict(zip(followed.paths, followed.matrix()[0]))
-    with TestClient(create_app(tmp_path / "f.idx", encoder=tiny_encoder)) as c:
+    with TestClient(create_app(tmp_path / "f.idx", encoder=tiny_encoder), base_url="http://127.0.0.1") as c:
         resp = c.get(f"/images/{ids[outside]}")  # indexed with --follow-symlinks: served
         assert resp.status_code == 200 and resp.content == Path(outside).read_bytes()
         hit = c.post("/search/text", json={"query": "a red car", "k": 4}).json()["hits"]

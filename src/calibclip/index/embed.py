@@ -83,12 +83,16 @@ def plan(store: EmbeddingStore, stats: Sequence[FileStat], verify: bool = False,
 
     A file is re-embedded when its size or mtime changed, or (``verify``) when its bytes no
     longer hash to the stored SHA-1. A file that failed before is retried on every run (it may
-    have been fixed without its size or time changing, e.g. permissions).
+    have been fixed without its size or time changing, e.g. permissions), except a file removed
+    with `calibclip rm`, which stays out until its size or mtime changes.
     """
-    known, failed = store.known(), store.known_failures()
+    known, failed, removed = store.known(), store.known_failures(), store.removed_by_user()
     hashes = store.known_sha1() if verify else {}
     todo, unchanged = [], 0
     for s in stats:
+        out = removed.get(s.path)
+        if out is not None and out[0] == s.size and abs(out[1] - s.mtime) < 1e-6:
+            continue  # removed by the user and not changed since
         prev = known.get(s.path)
         if prev is not None and prev[0] == s.size and abs(prev[1] - s.mtime) < 1e-6 \
                 and (not verify or _sha1_or_none(s.path) == hashes.get(s.path)):

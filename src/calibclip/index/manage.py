@@ -10,9 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from calibclip.index.store import EmbeddingStore, FileStat
-
-REMOVED = "removed with `calibclip rm` (re-added only when the file changes)"
+from calibclip.index.store import REMOVED, EmbeddingStore, FileStat
 
 
 def _disk_bytes(root: Path) -> int:

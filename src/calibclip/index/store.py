@@ -31,6 +31,9 @@ import numpy as np
 from calibclip.atomic import TMP_PREFIX, atomic_save_npy, file_mode
 from calibclip.errors import UserError
 
+# failure reason of a file the user removed with `calibclip rm`: kept out until the file changes
+REMOVED = "removed with `calibclip rm` (re-added only when the file changes)"
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS items(
   id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -150,6 +153,11 @@ class EmbeddingStore:
 
     def known_failures(self) -> dict[str, tuple[int, float]]:
         return {p: (s, m) for p, s, m in self.conn.execute("SELECT path, size, mtime FROM failures")}
+
+    def removed_by_user(self) -> dict[str, tuple[int, float]]:
+        """Files taken out with `calibclip rm`, with the size and mtime they had then."""
+        return {p: (s, m) for p, s, m in
+                self.conn.execute("SELECT path, size, mtime FROM failures WHERE reason=?", (REMOVED,))}
 
     def next_shard(self) -> int:
         """Reserve a shard number: above every one in use or reserved before, chosen inside a transaction."""
