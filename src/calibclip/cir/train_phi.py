@@ -48,8 +48,8 @@ from calibclip.cir.keywords import MASK, Tagged, Tagger, get_tagger, keyword_run
 from calibclip.cir.phi import build_phi, save_phi
 from calibclip.cir.precision import autocast_for, normalise_amp
 from calibclip.cir.textclean import clean_caption
-from calibclip.cir.trainstate import check_identity, committed, model_identity, read_state, rng_state, \
-    set_rng_state
+from calibclip.cir.trainstate import (check_identity, committed, model_identity, read_state, restore, rng_state,
+                                      set_rng_state)
 from calibclip.errors import UserError
 
 MASKINGS = ("official", "words")
@@ -241,14 +241,8 @@ def train_phi(enc: Any, captions: Sequence[str], out: str | Path, cfg: PhiTrainC
     start = 0
     if resume:
         st = _load_state(state_path, cfg, fp, tag.name, enc)
-        try:
-            phi.load_state_dict(st["phi"])
-            opt.load_state_dict(st["optimizer"])
-            if scaler is not None and st.get("scaler"):
-                scaler.load_state_dict(st["scaler"])
-        except (KeyError, RuntimeError, ValueError) as exc:
-            raise UserError(f"--resume: {state_path} does not fit this φ ({str(exc).splitlines()[0][:160]}); "
-                            "delete it or run without --resume.") from None
+        restore(st, {"phi": phi, "optimizer": opt, "scaler": scaler},
+                f"--resume: {state_path} does not fit this φ ({{}}); delete it or run without --resume.")
         set_rng_state(st.get("rng"))
         start, res.losses = int(st["step"]), list(st["losses"])
         res.val, res.best = list(st.get("val") or []), st.get("best")

@@ -108,3 +108,16 @@ def set_rng_state(st: dict[str, Any] | None) -> None:
         torch.set_rng_state(st["cpu"])
     if st.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(st["cuda"])
+
+
+def restore(state: dict[str, Any], parts: dict[str, Any], fail: str, optional: tuple[str, ...] = ("scaler",)) -> None:
+    """``parts[key].load_state_dict(state[key])`` for each key (a part that is None is skipped, and so
+    is a key of ``optional`` the state lacks). A missing key or a state of another shape is one
+    UserError: ``fail`` with the first line of the reason put in at ``{}``."""
+    try:
+        for key, obj in parts.items():
+            if obj is None or (key in optional and not state.get(key)):
+                continue
+            obj.load_state_dict(state[key])
+    except (KeyError, RuntimeError, ValueError) as exc:
+        raise UserError(fail.format(str(exc).splitlines()[0][:160])) from None

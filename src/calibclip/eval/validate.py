@@ -40,19 +40,13 @@ def parse_val(spec: str) -> tuple[str, Path, str | None]:
 def build_validator(spec: str, phi_path: Path | None, model: str, cache_dir: Path | None = None,
                     batch_size: int = 64, prompt: str = "a photo of $ that {}") -> Callable[[Any], dict[str, float]]:
     """Validator for ``train_rtd`` evaluating the encoder (running the current tower) on the benchmark."""
-    name, root, split = parse_val(spec)
+    parse_val(spec)  # a bad --val fails before training starts
     if phi_path is None:
         raise UserError("--val needs --phi: validation queries are composed with φ as at inference "
                         "(also with --naive-concat, which only changes training).")
-    from calibclip.eval.runner import EvalSpec, evaluate
 
     def validate(enc: Any) -> dict[str, float]:
-        res = evaluate(EvalSpec(dataset=name, root=root, model=model, mode="base", split=split, phi=phi_path,
-                                prompt=prompt, batch_size=batch_size, device=str(enc.device), cache_dir=cache_dir,
-                                results_dir=None, progress=False), enc=enc)
-        if not res.metrics:
-            raise UserError(f"--val {spec}: this split has no ground truth to validate on; use a labelled split.")
-        return dict(res.metrics)
+        return _metrics(spec, enc, phi_path, model, cache_dir, batch_size, prompt)
 
     return validate
 
@@ -61,18 +55,26 @@ def build_phi_validator(spec: str, model: str, cache_dir: Path, batch_size: int 
                         prompt: str = "a photo of $ that {}") -> Callable[[Any, Any], dict[str, float]]:
     """Validator for ``train_phi``: evaluates the current φ (written to ``cache_dir``/current-phi.pt)
     with the frozen encoder on the benchmark; gallery features are cached in ``cache_dir``."""
-    name, root, split = parse_val(spec)
+    parse_val(spec)  # a bad --val fails before training starts
     from calibclip.cir.phi import save_phi
-    from calibclip.eval.runner import EvalSpec, evaluate
 
     def validate(enc: Any, phi: Any) -> dict[str, float]:
         cache_dir.mkdir(parents=True, exist_ok=True)
         phi_file = save_phi(phi, cache_dir / "current-phi.pt")
-        res = evaluate(EvalSpec(dataset=name, root=root, model=model, mode="base", split=split, phi=phi_file,
-                                prompt=prompt, batch_size=batch_size, device=str(enc.device), cache_dir=cache_dir,
-                                results_dir=None, progress=False), enc=enc)
-        if not res.metrics:
-            raise UserError(f"--val {spec}: this split has no ground truth to validate on; use a labelled split.")
-        return dict(res.metrics)
+        return _metrics(spec, enc, phi_file, model, cache_dir, batch_size, prompt)
 
     return validate
+
+
+def _metrics(spec: str, enc: Any, phi: Path, model: str, cache_dir: Path | None, batch_size: int,
+             prompt: str) -> dict[str, float]:
+    """Evaluate ``enc`` (its current text tower) with φ on the --val benchmark, as at inference."""
+    from calibclip.eval.runner import EvalSpec, evaluate
+
+    name, root, split = parse_val(spec)
+    res = evaluate(EvalSpec(dataset=name, root=root, model=model, mode="base", split=split, phi=phi, prompt=prompt,
+                            batch_size=batch_size, device=str(enc.device), cache_dir=cache_dir, results_dir=None,
+                            progress=False), enc=enc)
+    if not res.metrics:
+        raise UserError(f"--val {spec}: this split has no ground truth to validate on; use a labelled split.")
+    return dict(res.metrics)

@@ -28,7 +28,8 @@ import torch
 from tqdm.auto import tqdm
 
 from calibclip.cir.precision import autocast_for
-from calibclip.cir.trainstate import check_identity, committed, model_identity, read_state, rng_state, set_rng_state
+from calibclip.cir.trainstate import (check_identity, committed, model_identity, read_state, restore, rng_state,
+                                      set_rng_state)
 from calibclip.cir.rtd.config import RTDConfig
 from calibclip.cir.rtd.loss import rtd_loss
 from calibclip.cir.rtd.step import AnchorFn, encode_with, noise_for, queries_and_keys
@@ -249,14 +250,8 @@ def train_rtd(enc: Any, phi: torch.nn.Module | None, triplets: Sequence[Triplet]
         state = read_state(paths["state"], STATE_FORMAT, "RTD")
         check_identity(state.get("identity"), enc, where)  # another model (even of the same shapes) is refused
         _check_resume(state, cfg, data_sha1, paths["state"])
-        try:
-            tower.load_state_dict(state["tower"])
-            opt.load_state_dict(state["optimizer"])
-            if scaler is not None and state.get("scaler"):
-                scaler.load_state_dict(state["scaler"])
-        except (KeyError, RuntimeError, ValueError) as exc:
-            raise UserError(f"{where}: does not fit this model ({str(exc).splitlines()[0][:160]}); "
-                            "delete it or drop --resume.") from None
+        restore(state, {"tower": tower, "optimizer": opt, "scaler": scaler},
+                f"{where}: does not fit this model ({{}}); delete it or drop --resume.")
         set_rng_state({"cpu": state.get("rng_cpu"), "cuda": state.get("rng_cuda")})
         start = int(state["step"])
         result.losses, result.val, result.best = list(state["losses"]), list(state["val"]), state["best"]
