@@ -156,11 +156,25 @@ def ranking_scores(q_plain: np.ndarray, q_dcc: np.ndarray, g_plain: np.ndarray, 
     out = np.zeros((m, n), np.float32)
     big_k = min(cfg.rerank_k, n)
     step = _chunk(n, big_k * g_plain.shape[1] if n else 1)  # the blocks discriminative_scores uses
+    with search_blas(1):  # one BLAS thread for the whole loop: see below
+        _ranking_blocks(q_plain, q_dcc, g_plain, g_cve, cfg, out, big_k, step)
+    return out
+
+
+def _ranking_blocks(q_plain: np.ndarray, q_dcc: np.ndarray, g_plain: np.ndarray, g_cve: np.ndarray,
+                    cfg: CalibConfig, out: np.ndarray, big_k: int, step: int) -> None:
+    """``ranking_scores``' block loop, run under one BLAS thread.
+
+    Each block's product is followed by torch.topk (torch's threads) and the CVE gather: a
+    multi-threaded OpenBLAS product leaves its workers spinning on the cores those steps need
+    (2 cores: top-K and gather 2-3x slower), and one BLAS thread gives each element the same
+    value (OpenBLAS splits sgemm by output tiles, not by the summed dimension).
+    """
+    m, n = out.shape
     for a in range(0, m, step):
         b = min(m, a + step)
         s0 = out[a:b]  # scored in place: s0 for every item, then the candidates' pseudo-scores
-        with search_blas(b - a):
-            np.matmul(q_plain[a:b], g_plain.T, out=s0)
+        np.matmul(q_plain[a:b], g_plain.T, out=s0)
         if not cfg.disc_sim or n == 0:  # plain ranking: s0 itself
             continue
         cand = top_k_desc(s0, big_k)
@@ -175,4 +189,3 @@ def ranking_scores(q_plain: np.ndarray, q_dcc: np.ndarray, g_plain: np.ndarray, 
             cand = np.concatenate([cand, rest], axis=1)
             pseudo = np.arange(n, 0, -1, dtype=np.float32)[None, :]
         np.put_along_axis(s0, cand, np.broadcast_to(pseudo, cand.shape), axis=1)
-    return out
