@@ -44,7 +44,7 @@ def parse_size(text: str) -> int:
 
 
 def write_index(root: Path, n: int, dim: int, dtype: str, shard_rows: int = 4096) -> None:
-    enc = types.SimpleNamespace(name="synthetic", dim=dim, calibration=None)
+    enc = types.SimpleNamespace(name="synthetic", source="", fingerprint="", dim=dim, calibration=None)
     store = prepare_store(root, enc, dtype, False, "synthetic")
     rng = np.random.default_rng(0)
     for a in range(0, n, shard_rows):
