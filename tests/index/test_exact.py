@@ -43,3 +43,21 @@ def test_index_exact_search_keeps_one_copy_of_the_rows(tmp_path, tiny_encoder):
     np.testing.assert_array_equal(pos, want)
     np.testing.assert_array_equal(scores, np.take_along_axis(emb[:2] @ emb.T, want, 1))
     assert index._faiss is None  # no FAISS copy of the rows beside the matrix
+
+
+def test_few_queries_on_many_rows_split_over_threads_give_identical_scores(monkeypatch):
+    """The row-sliced product (one BLAS thread per slice) computes each score as the same dot product."""
+    import calibclip.index.exact as ex
+
+    rng = np.random.default_rng(3)
+    rows = rng.standard_normal((5000, 64)).astype(np.float32)
+    queries = rng.standard_normal((3, 64)).astype(np.float32)
+    want_scores, want_pos = ex.exact_search(rows, queries, 7)  # below SPLIT_ROWS: one product
+    monkeypatch.setattr(ex, "SPLIT_ROWS", 100)
+    monkeypatch.setattr(ex, "_pool", lambda: (ex.ThreadPoolExecutor(3), 3))
+    # the same dot products; a BLAS build may still sum a slice in another order, so allow the
+    # float32 bound D·eps·Σ|q_i g_i| (the top 7 of random normal scores are far further apart)
+    tol = 64 * np.finfo(np.float32).eps * float((np.abs(queries) @ np.abs(rows).T).max())
+    assert np.allclose(ex._product(queries, rows), queries @ rows.T, rtol=0, atol=tol)
+    scores, pos = ex.exact_search(rows, queries, 7)
+    assert np.array_equal(pos, want_pos) and np.allclose(scores, want_scores, rtol=0, atol=tol)

