@@ -44,6 +44,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from calibclip.cir.compose import eval_mode
 from calibclip.cir.keywords import MASK, Tagged, Tagger, get_tagger, keyword_runs, mask_official, mask_words
 from calibclip.cir.phi import build_phi, save_phi
 from calibclip.cir.precision import autocast_for, normalise_amp
@@ -259,7 +260,7 @@ def train_phi(enc: Any, captions: Sequence[str], out: str | Path, cfg: PhiTrainC
                            "model": enc.name, "identity": identity}, state_path)
 
     def run_validation(step: int) -> None:
-        with eval_phi(phi), torch.no_grad():
+        with eval_mode(phi), torch.no_grad():
             metrics = {k: float(v) for k, v in validate(enc, phi).items()}  # type: ignore[misc]
         if val_metric not in metrics:
             raise UserError(f"--val-metric {val_metric}: the validation reports {', '.join(metrics)}; pick one.")
@@ -312,16 +313,6 @@ def train_phi(enc: Any, captions: Sequence[str], out: str | Path, cfg: PhiTrainC
     res.seconds = time.perf_counter() - t0
     return res
 
-
-@contextlib.contextmanager
-def eval_phi(phi: torch.nn.Module) -> Iterator[torch.nn.Module]:
-    """φ in eval mode (dropout off) for validation, back to its mode afterwards."""
-    was = phi.training
-    phi.eval()
-    try:
-        yield phi
-    finally:
-        phi.train(was)
 
 
 def read_captions(path: str | Path) -> list[str]:
