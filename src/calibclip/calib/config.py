@@ -5,12 +5,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from calibclip.errors import UserError
+from calibclip.tomlfile import read_toml
 
 DCC_MASK_MODES = ("keys", "delete", "pad-token")
 
@@ -87,12 +87,7 @@ class CalibConfig:
     def from_toml(cls, path: str | Path) -> "CalibConfig":
         """Read a TOML file with CalibConfig keys at top level (or under a ``[calib]`` table)."""
         path = Path(path)
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise UserError(f"{path}: no such calibration config file.") from None
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise UserError(f"{path}: not valid TOML ({exc}).") from None
+        data = read_toml(path, "calibration config file")
         if set(data) == {"calib"} and isinstance(data["calib"], dict):
             data = data["calib"]
         return cls.from_dict(data, source=str(path))

@@ -8,7 +8,6 @@ where they were read. Numbers that could not be found stay out of ``published`` 
 from __future__ import annotations
 
 import fnmatch
-import tomllib
 from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 from calibclip.data import DATASETS, canonical
 from calibclip.errors import UserError
+from calibclip.tomlfile import read_toml
 
 PRESET_FILES = ("calibclip.toml", "rtd.toml", "synth.toml")
 DEFAULT_TOLERANCE = 0.5  # points: |measured - published| above this is marked
@@ -89,12 +89,7 @@ def _row(d: dict[str, Any], source: str, paper: str) -> Row:
 def read_preset(path: str | Path) -> list[Row]:
     """Rows of one preset TOML file (``[paper] key`` + ``[[row]]`` tables)."""
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such preset file.") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: not valid TOML ({exc}).") from None
+    data = read_toml(path, "preset file")
     paper = data.get("paper", {}).get("key", path.stem)
     return [_row(r, path.name, paper) for r in data.get("row", [])]
 
