@@ -51,3 +51,30 @@ def pytest_generate_tests(metafunc):
     """A test that takes ``device`` runs once per device of ``available_devices``."""
     if "device" in metafunc.fixturenames:
         metafunc.parametrize("device", available_devices())
+
+
+@pytest.fixture
+def sigint_after_update(monkeypatch):
+    """``with sigint_after_update(n):`` — Ctrl-C (a real SIGINT) right after the n-th AdamW update, before
+    the trainer records it: the interrupt of issue 16.15. AdamW.step is restored when the block ends."""
+    import contextlib
+    import signal
+
+    @contextlib.contextmanager
+    def arm(n: int):
+        real_step, calls = torch.optim.AdamW.step, []
+
+        def step_with_sigint(self, *a, **k):
+            calls.append(1)
+            out = real_step(self, *a, **k)
+            if len(calls) == n:  # the update is done, its record not yet
+                os.kill(os.getpid(), signal.SIGINT)
+            return out
+
+        monkeypatch.setattr(torch.optim.AdamW, "step", step_with_sigint)
+        try:
+            yield
+        finally:
+            monkeypatch.setattr(torch.optim.AdamW, "step", real_step)
+
+    return arm

@@ -58,3 +58,19 @@ def tiny_clip(path: str | Path, seed: int = 0, **config_kwargs) -> Path:
     torch.manual_seed(seed)
     model = CLIPModel(cfg).eval()
     return save_clip_dir(model, tok, path, cfg.vision_config.image_size)
+
+
+def write_random_images(folder: str | Path, n: int, start: int = 0, shape: tuple[int, int] = (36, 44),
+                        name: str = "img{:03d}.png") -> list[Path]:
+    """Write ``n`` PNGs of seeded random pixels (image i from RandomState(i)), numbered from ``start``."""
+    import numpy as np
+    from PIL import Image
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(start, start + n):
+        pixels = (np.random.RandomState(i).rand(*shape, 3) * 255).astype("uint8")
+        Image.fromarray(pixels).save(folder / name.format(i))
+        paths.append(folder / name.format(i))
+    return paths

@@ -17,15 +17,9 @@ from PIL import Image
 
 from calibclip.errors import UserError
 from calibclip.index import Index
+from calibclip.testing import write_random_images as _write_images
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
-
-
-def _write_images(folder, n, start=0):
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(start, start + n):
-        rng = np.random.RandomState(i)
-        Image.fromarray((rng.rand(36, 44, 3) * 255).astype("uint8")).save(folder / f"img{i:03d}.png")
 
 
 def _build(folder, enc, out, **kw):

@@ -172,27 +172,14 @@ def test_resume_refuses_another_model_or_a_damaged_state(tiny_model_dir, tiny_en
     assert r.exit_code == 2 and "cannot be read" in r.output and "Traceback" not in r.output
 
 
-def test_ctrl_c_inside_the_optimiser_step_is_committed(tiny_encoder, triplets, tmp_path, monkeypatch):
-    import os
-    import signal
-
+def test_ctrl_c_inside_the_optimiser_step_is_committed(tiny_encoder, triplets, tmp_path, sigint_after_update):
     enc, phi = tiny_encoder, make_phi(tiny_encoder)
     cfg = RTDConfig(steps=3, **FAST)
     full = train_rtd(enc, phi, triplets, tmp_path / "a" / "rtd.pt", cfg, progress=False, plot=False)
-    real_step, calls = torch.optim.AdamW.step, []
-
-    def step_with_sigint(self, *a, **k):  # Ctrl-C arrives at the end of the 2nd update
-        calls.append(1)
-        out = real_step(self, *a, **k)
-        if len(calls) == 2:  # the update is done, its record not yet: the failure of issue 16.15
-            os.kill(os.getpid(), signal.SIGINT)
-        return out
-
-    monkeypatch.setattr(torch.optim.AdamW, "step", step_with_sigint)
-    with pytest.raises(KeyboardInterrupt), warnings.catch_warnings():
+    # Ctrl-C at the end of the 2nd update
+    with sigint_after_update(2), pytest.raises(KeyboardInterrupt), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         train_rtd(enc, phi, triplets, tmp_path / "b" / "rtd.pt", cfg, progress=False, plot=False)
-    monkeypatch.setattr(torch.optim.AdamW, "step", real_step)
     state = torch.load(output_paths(tmp_path / "b" / "rtd.pt")["state"], weights_only=True)
     assert state["step"] == 2 and len(state["losses"]) == 2  # weights of step 2 with step 2 recorded
     resumed = train_rtd(enc, phi, triplets, tmp_path / "b" / "rtd.pt", cfg, resume=True, progress=False, plot=False)
