@@ -3,7 +3,9 @@
     python benchmarks/calib_eval.py [--queries 6156] [--gallery 3074] [--repeats 3]
 
 CUHK-PEDES-sized test split (6,156 captions, 3,074 images, D=512, random unit features with
-person ids, 4 images per id): the metrics (R@1/5/10, mAP, mINP) on plain cosine rows
+person ids, 4 images per id; ``--noise`` 2.5 puts plain R@1 near 75 and mAP near 52, IRRA-like, with
+~10 % of the positives below the top 100, whose ranks are counted over the whole row): the
+metrics (R@1/5/10, mAP, mINP) on plain cosine rows
 (``FeatureSims``) against the same metrics on the CalibCLIP ranking (``CalibratedSims``: DCC query,
 top-100 re-ranked with the CVE features). Also times the former calibrated path
 (``discriminative_scores(..., k=n)`` with its full sort of every row) and checks it gives the same
@@ -37,14 +39,15 @@ def main() -> None:
     ap.add_argument("--gallery", type=int, default=3074)
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--noise", type=float, default=2.5, help="per-item noise around each person's centre")
     args = ap.parse_args()
     print(machine())
     rng = np.random.default_rng(0)
     g_pids = np.arange(args.gallery) // 4
     q_pids = rng.integers(0, g_pids.max() + 1, args.queries)
     centres = unit(rng, g_pids.max() + 1, args.dim)
-    g = centres[g_pids] + 0.8 * unit(rng, args.gallery, args.dim)
-    q = centres[q_pids] + 0.8 * unit(rng, args.queries, args.dim)
+    g = centres[g_pids] + args.noise * unit(rng, args.gallery, args.dim)
+    q = centres[q_pids] + args.noise * unit(rng, args.queries, args.dim)
     g, q = g / np.linalg.norm(g, axis=1, keepdims=True), q / np.linalg.norm(q, axis=1, keepdims=True)
     g_cve = g + 0.05 * unit(rng, args.gallery, args.dim)
     q_dcc = q + 0.3 * unit(rng, args.queries, args.dim)
@@ -52,17 +55,20 @@ def main() -> None:
     q_dcc /= np.linalg.norm(q_dcc, axis=1, keepdims=True)
     cfg = CalibConfig()
     plain_src, calib_src = FeatureSims(q, g), CalibratedSims(q, q_dcc, g, g_cve, cfg)
-    fast = calib.ranking_scores
+    fast, direct = calib.ranking_scores, calib.calibrated_positions
 
     def former() -> dict:
-        del calib.ranking_scores  # CalibratedSims then reads discriminative_scores(..., k=n)
+        del calib.ranking_scores, calib.calibrated_positions  # then read from discriminative_scores(..., k=n)
         try:
             return tbpr_metrics(calib_src, q_pids, g_pids)
         finally:
-            calib.ranking_scores = fast
+            calib.ranking_scores, calib.calibrated_positions = fast, direct
 
     ours_m, former_m = tbpr_metrics(calib_src, q_pids, g_pids), former()
     assert ours_m == former_m, (ours_m, former_m)
+    plain_m = tbpr_metrics(plain_src, q_pids, g_pids)
+    print("plain      " + "  ".join(f"{k} {v:.2f}" for k, v in plain_m.items()))
+    print("calibrated " + "  ".join(f"{k} {v:.2f}" for k, v in ours_m.items()))
     print(f"{args.queries} queries x {args.gallery} images, D={args.dim}, rerank_k={cfg.rerank_k}; "
           f"calibrated metrics identical to the former path: {ours_m == former_m}")
     tp, tc = paired(lambda: tbpr_metrics(plain_src, q_pids, g_pids), lambda: tbpr_metrics(calib_src, q_pids, g_pids),

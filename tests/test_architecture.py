@@ -12,7 +12,7 @@ SRC = Path(calibclip.__file__).parent
 
 # lowest first; a package may import its own modules and any package of a lower layer
 LAYERS = [
-    {"errors", "tensors", "atomic", "oom", "blas", "paths", "__init__"},
+    {"errors", "tensors", "atomic", "oom", "blas", "cores", "ranks", "paths", "__init__"},
     {"images", "tokenizer", "tomlfile", "data"},
     {"backends", "testing"},
     {"calib"},

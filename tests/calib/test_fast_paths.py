@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from calibclip.calib import CalibConfig, discriminative_scores, ranking_scores, top_k_desc
-from calibclip.calib.rerank import sort_desc_by_id
+from calibclip.calib.rerank import calibrated_positions, sort_desc_by_id, top_k_set
 
 
 def _ref_sort_desc_by_id(cols, vals):  # the former two-sort implementation
@@ -57,3 +57,36 @@ def test_ranking_scores_not_cosines_falls_back_to_full_order():
     _, want = discriminative_scores(q, qd, g, gc, cfg, 12)
     got = np.argsort(-ranking_scores(q, qd, g, gc, cfg), axis=1, kind="stable")
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("levels", [None, 1])
+def test_top_k_set_is_the_top_k_desc_set_on_long_rows(levels):
+    """Long rows take the sampled-threshold path; rows where fewer than k items pass the threshold
+    (large values only at the sampled positions) and rows of equal values take the full-row path."""
+    rng = np.random.default_rng(4)
+    scores = _features(rng, 40, levels=levels) @ _features(rng, 700, levels=levels).T
+    scores[3] = -1.0
+    scores[3, ::8] = 5.0  # 88 sampled items far above the rest: a threshold that 88 < k=100 pass
+    scores[4] = 0.25  # one value everywhere: the k lowest indices
+    for k in (10, 40, 100):
+        got = np.sort(top_k_set(scores, k), axis=1)
+        np.testing.assert_array_equal(got, np.sort(top_k_desc(scores, k), axis=1))
+    np.testing.assert_array_equal(np.sort(top_k_set(scores, 100)[4]), np.arange(100))
+
+
+@pytest.mark.parametrize("levels", [None, 1])
+def test_long_gallery_ranking_and_positions_equal_discriminative_ranking(levels):
+    rng = np.random.default_rng(5)
+    n = 500  # long enough for top_k_set's sampled threshold at K=20
+    q, qd = _features(rng, 30, levels=levels), _features(rng, 30, levels=levels)
+    g, gc = _features(rng, n, levels=levels), _features(rng, n, levels=levels)
+    cfg = CalibConfig(rerank_k=20, lam=0.6)
+    _, want = discriminative_scores(q, qd, g, gc, cfg, n)
+    got = np.argsort(-ranking_scores(q, qd, g, gc, cfg), axis=1, kind="stable")
+    np.testing.assert_array_equal(got, want)
+    where = np.argsort(want, axis=1)  # position of each item in the wanted ranking
+    items = np.stack([rng.choice(n, 5, replace=False) for _ in range(30)])
+    items[0, :2] = want[0, [0, 19]]  # a first and a last candidate
+    items[1, 0] = want[1, 20]  # the first item below the candidates
+    np.testing.assert_array_equal(calibrated_positions(q, qd, g, gc, cfg, items),
+                                  np.take_along_axis(where, items, 1))

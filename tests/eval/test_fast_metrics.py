@@ -56,7 +56,49 @@ def test_calibrated_sims_metrics_equal_former_path(levels, monkeypatch):
     pids_q = rng.integers(0, 10, 80)
     fast = CalibratedSims(q, qd, g, gc, cfg)
     got = (M.tbpr_metrics(fast, pids_q, pids_g), M.ranks_for(fast, pids_q[:, None] * 4))
+    monkeypatch.delattr(calib, "calibrated_positions")  # the score-rows path: ranking_scores
+    rows = (M.tbpr_metrics(fast, pids_q, pids_g), M.ranks_for(fast, pids_q[:, None] * 4))
     monkeypatch.delattr(calib, "ranking_scores")  # the former path: discriminative_scores(k=n) pseudo-scores
     want = (M.tbpr_metrics(fast, pids_q, pids_g), M.ranks_for(fast, pids_q[:, None] * 4))
-    assert got[0] == want[0]
+    assert got[0] == rows[0] == want[0]
     np.testing.assert_array_equal(got[1], want[1])
+    np.testing.assert_array_equal(rows[1], want[1])
+
+
+@pytest.mark.parametrize("levels", [None, 1])
+@pytest.mark.parametrize("disc_sim", [True, False])
+def test_calibrated_positions_equal_score_rows_with_exclusion(levels, disc_sim, monkeypatch):
+    """Positions read without score rows (``calibrated_positions``) equal the ranks from the score rows,
+    with an excluded item per row (CIRR), the excluded item itself asked for, padding, and more
+    positives than the counting path takes (stable-sort path), on 1 and 2 worker threads."""
+    from calibclip import cores
+    rng = np.random.default_rng(2)
+
+    def unit(n):
+        x = rng.normal(size=(n, 8)).astype(np.float32)
+        if levels:
+            x = np.round(x * levels) / levels  # heavy ties
+        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-6)
+
+    q, qd, g, gc = unit(90), unit(90), unit(60), unit(60)
+    cfg = CalibConfig(rerank_k=9, lam=0.7, disc_sim=disc_sim)
+    fast = CalibratedSims(q, qd, g, gc, cfg)
+    few = np.stack([rng.choice(60, 3, replace=False) for _ in range(90)])
+    few[::7, 2] = -1  # padding
+    many = np.stack([rng.choice(60, 40, replace=False) for _ in range(90)])
+    ref = rng.integers(0, 60, 90)
+    ref[::5] = -1  # rows that exclude nothing
+    few[1::6, 0] = ref[1::6]  # the excluded item among the positives
+    got = []
+    for workers in (1, 2):
+        monkeypatch.setattr(cores, "pool_workers", lambda w=workers: w)
+        monkeypatch.setattr(calib.rerank, "pool_workers", lambda w=workers: w)
+        got.append([M.ranks_for(fast, few, exclude=ref), M.ranks_for(fast, many), M.ranks_for(fast, few)])
+    monkeypatch.delattr(calib, "calibrated_positions")  # ranks from ranking_scores' score rows
+    want = [M.ranks_for(fast, few, exclude=ref), M.ranks_for(fast, many), M.ranks_for(fast, few)]
+    for g1 in got:
+        for a, b in zip(g1, want):
+            np.testing.assert_array_equal(a, b)
+    assert (want[0][few == -1] == M.MISSING).all()
+    hit = (few == ref[:, None]) & (ref[:, None] >= 0)
+    assert hit.any() and (want[0][hit] == 59).all()  # the excluded item ranks last

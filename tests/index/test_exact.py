@@ -47,6 +47,7 @@ def test_index_exact_search_keeps_one_copy_of_the_rows(tmp_path, tiny_encoder):
 
 def test_few_queries_on_many_rows_split_over_threads_give_identical_scores(monkeypatch):
     """The row-sliced product (one BLAS thread per slice) computes each score as the same dot product."""
+    import calibclip.cores as cores
     import calibclip.index.exact as ex
 
     rng = np.random.default_rng(3)
@@ -54,7 +55,8 @@ def test_few_queries_on_many_rows_split_over_threads_give_identical_scores(monke
     queries = rng.standard_normal((3, 64)).astype(np.float32)
     want_scores, want_pos = ex.exact_search(rows, queries, 7)  # below SPLIT_ROWS: one product
     monkeypatch.setattr(ex, "SPLIT_ROWS", 100)
-    monkeypatch.setattr(ex, "_pool", lambda: (ex.ThreadPoolExecutor(3), 3))
+    monkeypatch.setattr(ex, "pool_workers", lambda: 3)
+    monkeypatch.setattr(cores, "pool_workers", lambda: 3)
     # the same dot products; a BLAS build may still sum a slice in another order, so allow the
     # float32 bound D·eps·Σ|q_i g_i| (the top 7 of random normal scores are far further apart)
     tol = 64 * np.finfo(np.float32).eps * float((np.abs(queries) @ np.abs(rows).T).max())

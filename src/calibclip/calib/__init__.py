@@ -31,11 +31,11 @@ from calibclip.calib.dcc import (
     word_vocab,
 )
 from calibclip.calib.features import image_feature_sets, text_feature_sets
-from calibclip.calib.rerank import (discriminative_matrix, discriminative_scores, ranking_scores, rerank_candidates,
-                                   top_k_desc)
+from calibclip.calib.rerank import (calibrated_positions, discriminative_matrix, discriminative_scores, ranking_scores,
+                                   rerank_candidates, top_k_desc)
 
 __all__ = [
-    "CVEResult", "CalibConfig", "DCCResult", "DCC_MASK_MODES", "cls_patch_attention", "cve_analysis", "cve_weights",
+    "CVEResult", "CalibConfig", "DCCResult", "DCC_MASK_MODES", "calibrated_positions", "cls_patch_attention", "cve_analysis", "cve_weights",
     "dcc_analysis", "delete_tokens", "discriminative_matrix", "discriminative_scores", "ranking_scores", "dominance_score",
     "eot_attention", "image_feature_set", "image_feature_sets", "local_deviation", "neighbour_mean", "recompute_cls",
     "rerank_candidates", "reweight_cls_attention", "select_general", "target_region", "text_feature_set", "text_feature_sets",

@@ -21,12 +21,10 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from calibclip.ranks import MISSING, SORT_ABOVE_POSITIVES, positions
+
 # Elements of the (chunk × positives × gallery) comparison tensor allowed at once (~16M → ~16 MB bool).
 CHUNK_ELEMENTS = 1 << 24
-# Above this many positives per query, ranking by a stable sort is cheaper than counting.
-SORT_ABOVE_POSITIVES = 32
-# Rank given to padding / absent positives: beyond any K.
-MISSING = np.iinfo(np.int64).max
 
 
 @runtime_checkable
@@ -36,6 +34,14 @@ class RowSource(Protocol):
     shape: tuple[int, int]
 
     def rows(self, start: int, stop: int) -> np.ndarray | torch.Tensor: ...
+
+
+@runtime_checkable
+class PositionSource(RowSource, Protocol):
+    """A row source that also gives the 0-based positions of given items in its rows' rankings directly
+    (same tie rule), cheaper than ranking from score rows; ``ranks_for`` uses it."""
+
+    def positions(self, start: int, stop: int, items: np.ndarray) -> np.ndarray | None: ...
 
 
 Scores = np.ndarray | torch.Tensor | RowSource
@@ -91,29 +97,7 @@ def positive_ranks(scores: np.ndarray | torch.Tensor, positives: np.ndarray | to
 
     Ties are broken by gallery index (see module docstring). Padded entries get rank ``MISSING``.
     """
-    s = np.asarray(_np(scores), dtype=np.float32)
-    pos = _np(positives).astype(np.int64).reshape(len(s), -1)
-    b, n = s.shape
-    valid = pos >= 0
-    safe = np.where(valid, pos, 0)
-    if pos.shape[1] > SORT_ABOVE_POSITIVES:
-        # Stable descending order keeps equal scores in gallery-index order = the tie rule.
-        order = np.argsort(-s, axis=1, kind="stable")
-        rank_of = np.empty_like(order)
-        np.put_along_axis(rank_of, order, np.broadcast_to(np.arange(n), (b, n)), axis=1)
-        ranks = np.take_along_axis(rank_of, safe, axis=1)
-    else:
-        # Counting is ~10x cheaper than sorting for a few positives: rank = #better + #equal before.
-        sp = np.take_along_axis(s, safe, axis=1)[:, :, None]  # (b, P, 1)
-        ranks = np.count_nonzero(s[:, None, :] > sp, axis=-1)
-        equal = np.count_nonzero(s[:, None, :] == sp, axis=-1)  # includes the item itself
-        tied = np.nonzero((equal > 1).any(axis=1))[0]
-        if len(tied):  # rare with real features: resolve ties by gallery index on those rows only
-            st, pt = s[tied][:, None, :], safe[tied][:, :, None]
-            before = np.arange(n)[None, None, :] < pt
-            ranks[tied] += np.count_nonzero((st == np.take_along_axis(s[tied], safe[tied], 1)[:, :, None])
-                                            & before, axis=-1)
-    return np.where(valid, ranks, MISSING)
+    return positions(_np(scores), _np(positives))
 
 
 def _exclude(block: np.ndarray, exclude: np.ndarray | None) -> np.ndarray:
@@ -131,6 +115,10 @@ def ranks_for(sims: Scores, positives: np.ndarray | torch.Tensor | Sequence,
     m, n = sims.shape
     positives = _np(positives).astype(np.int64).reshape(m, -1)
     ex = None if exclude is None else _np(exclude).astype(np.int64).reshape(m)
+    if isinstance(sims, PositionSource):
+        direct = _ranks_from_positions(sims, positives, ex)
+        if direct is not None:
+            return direct
     p = positives.shape[1]
     chunk = 256 if p > SORT_ABOVE_POSITIVES else _chunk_rows(n, p)
     out = np.empty((m, p), dtype=np.int64)
@@ -139,6 +127,23 @@ def ranks_for(sims: Scores, positives: np.ndarray | torch.Tensor | Sequence,
             block = _exclude(block.copy(), ex[sl])  # never write into the caller's matrix
         out[sl] = positive_ranks(block, positives[sl])
     return out
+
+
+def _ranks_from_positions(sims: PositionSource, positives: np.ndarray, ex: np.ndarray | None) -> np.ndarray | None:
+    """``ranks_for`` read from ``sims.positions``; an excluded item moves to the very bottom (as ``_exclude``
+    does with -inf): it ranks n-1 and the items it was above move up one. None if the source declines."""
+    m, n = sims.shape
+    items = positives if ex is None else np.concatenate([positives, ex[:, None]], axis=1)
+    got = sims.positions(0, m, items)
+    if got is None:
+        return None
+    r = np.asarray(got, dtype=np.int64)
+    if ex is None:
+        return r
+    r, r_ex = r[:, :-1], r[:, -1:]
+    r = np.where(r_ex < r, r - 1, r)  # r_ex is MISSING where a row excludes nothing
+    r = np.where(positives == np.where(ex >= 0, ex, -2)[:, None], n - 1, r)
+    return np.where(positives >= 0, r, MISSING)
 
 
 def _best_positive(values: np.ndarray, positives: np.ndarray) -> np.ndarray:

@@ -36,15 +36,31 @@ class CalibratedSims:
         self.q_dcc = np.ascontiguousarray(q_dcc, dtype=np.float32)
         self.g_plain = np.ascontiguousarray(g_plain, dtype=np.float32)
         self.g_cve = np.ascontiguousarray(g_cve, dtype=np.float32)
+        self.g_plain_t: np.ndarray | None = None  # made on first use: only ranking_scores reads it
         self.cfg = cfg
         self.shape = (len(self.q_plain), len(self.g_plain))
+
+    def _g_t(self) -> np.ndarray:
+        if self.g_plain_t is None:
+            self.g_plain_t = np.ascontiguousarray(self.g_plain.T)
+        return self.g_plain_t
+
+    def positions(self, start: int, stop: int, items: np.ndarray) -> np.ndarray | None:
+        """Positions of ``items`` (rows start:stop; -1 = padding) in the CalibCLIP ranking
+        (``calib.calibrated_positions``: no score rows made); None without it (``rows`` then)."""
+        calib = importlib.import_module("calibclip.calib")
+        calibrated_positions = getattr(calib, "calibrated_positions", None)
+        if calibrated_positions is None:
+            return None
+        return calibrated_positions(self.q_plain[start:stop], self.q_dcc[start:stop], self.g_plain, self.g_cve,
+                                    self.cfg, items, g_plain_t=self._g_t())
 
     def rows(self, start: int, stop: int) -> np.ndarray:
         calib = importlib.import_module("calibclip.calib")  # the module as loaded (lazy: eval need not import it)
         ranking_scores = getattr(calib, "ranking_scores", None)
         if ranking_scores is not None:
             return ranking_scores(self.q_plain[start:stop], self.q_dcc[start:stop], self.g_plain, self.g_cve,
-                                  self.cfg)
+                                  self.cfg, g_plain_t=self._g_t())
         n = self.shape[1]
         _, order = calib.discriminative_scores(self.q_plain[start:stop], self.q_dcc[start:stop], self.g_plain,
                                                self.g_cve, self.cfg, n)

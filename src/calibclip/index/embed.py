@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from calibclip.cores import usable_cores
 from calibclip.backends.base import Encoder
 from calibclip.calib.features import image_feature_sets
 from calibclip.images import BadImage, decode_image, file_sha1, iter_image_files
@@ -200,14 +201,6 @@ def embed_into(store: EmbeddingStore, encoder: Encoder, todo: Sequence[FileStat]
     finally:
         bar.close()
     return added, failures
-
-
-def usable_cores() -> int:
-    """Cores this process may run on (its CPU affinity; a container's or taskset's limit), not the host's."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # no affinity API (macOS, Windows)
-        return os.cpu_count() or 1
 
 
 def thread_plan(cores: int | None = None, num_workers: int | None = None) -> tuple[int, int]:

@@ -15,13 +15,11 @@ GIL). Each score is the same dot product either way, so the result is bit-identi
 
 from __future__ import annotations
 
-import functools
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 
 from calibclip.blas import SINGLE_THREAD_ROWS, search_blas
 from calibclip.calib.rerank import top_k_desc
+from calibclip.cores import parallel_map, pool_workers
 
 # Score-block size per product: queries × rows ≤ this many floats (64 MB).
 BLOCK_FLOATS = 1 << 24
@@ -29,20 +27,12 @@ BLOCK_FLOATS = 1 << 24
 SPLIT_ROWS = 1 << 15
 
 
-@functools.cache
-def _pool() -> tuple[ThreadPoolExecutor, int]:
-    from calibclip.index.embed import usable_cores
-
-    workers = max(1, min(4, usable_cores()))
-    return ThreadPoolExecutor(workers, thread_name_prefix="calibclip-search"), workers
-
-
 def _product(queries: np.ndarray, vectors: np.ndarray) -> np.ndarray:
     """queries @ vectors.T, row slices of ``vectors`` in parallel threads for few queries on many rows."""
     n = len(vectors)
     if len(queries) > SINGLE_THREAD_ROWS or n < SPLIT_ROWS:
         return queries @ vectors.T
-    pool, workers = _pool()
+    workers = min(4, pool_workers())
     if workers == 1:
         return queries @ vectors.T
     cuts = np.linspace(0, n, workers + 1).astype(np.int64)
@@ -52,7 +42,7 @@ def _product(queries: np.ndarray, vectors: np.ndarray) -> np.ndarray:
         a, b = cuts[i], cuts[i + 1]
         np.matmul(queries, vectors[a:b].T, out=out[:, a:b])
 
-    list(pool.map(part, range(workers)))
+    parallel_map(part, range(workers))
     return out
 
 

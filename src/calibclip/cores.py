@@ -1,0 +1,73 @@
+"""The cores this process may use, and one shared pool of worker threads to spread numpy work over them.
+
+Numpy releases the GIL in its products, selections and gathers, so Python threads each running a
+one-BLAS-thread step use every core without a BLAS thread pool; that pool is what spins after a
+product and slows the next torch pass (``calibclip.blas``). Work given to the pool must not
+depend on which worker runs it, so results are the same on any number of cores.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+# Most worker threads the shared pool starts (numpy steps on a bigger machine are memory-bound
+# well before this many cores).
+MAX_WORKERS = 8
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity; a container's or taskset's limit), not the host's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # no affinity API (macOS, Windows)
+        return os.cpu_count() or 1
+
+
+@functools.cache
+def _pool(workers: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(workers, thread_name_prefix="calibclip-worker")
+
+
+def pool_workers() -> int:
+    """Worker threads :func:`parallel_map` uses here: the usable cores, at most ``MAX_WORKERS``."""
+    return max(1, min(MAX_WORKERS, usable_cores()))
+
+
+def parallel_map(fn: Callable[[T], Any], items: Iterable[T]) -> list[Any]:
+    """``[fn(x) for x in items]`` spread over the shared worker threads (in order; the first error is raised).
+
+    On one usable core, or for a single item, it runs in the calling thread.
+    """
+    items = list(items)
+    workers = pool_workers()
+    if workers == 1 or len(items) <= 1:
+        return [fn(x) for x in items]
+    return list(_pool(workers).map(fn, items))
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Torch intra-op threads for the calling thread only, restored on exit.
+
+    A worker thread calling torch starts its own OpenMP team of ``torch.get_num_threads()``
+    threads; from ``parallel_map`` workers that would be cores × cores threads. The OpenMP
+    setting is per thread, so the caller's own threads (and the main thread's) are unchanged.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    if before == n:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
