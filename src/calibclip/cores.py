@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -36,20 +37,46 @@ def _pool(workers: int) -> ThreadPoolExecutor:
 
 
 def pool_workers() -> int:
-    """Worker threads :func:`parallel_map` uses here: the usable cores, at most ``MAX_WORKERS``."""
+    """Threads :func:`parallel_map` uses here, the calling one included: the usable cores, at most ``MAX_WORKERS``."""
     return max(1, min(MAX_WORKERS, usable_cores()))
 
 
 def parallel_map(fn: Callable[[T], Any], items: Iterable[T]) -> list[Any]:
-    """``[fn(x) for x in items]`` spread over the shared worker threads (in order; the first error is raised).
+    """``[fn(x) for x in items]`` spread over the calling thread and ``pool_workers() - 1`` shared workers.
 
-    On one usable core, or for a single item, it runs in the calling thread.
+    Results come in order; the first error is raised once every thread has stopped taking items.
+    The caller works too rather than waiting: one thread handoff fewer, which is most of the cost
+    of splitting a sub-millisecond product. On one usable core, or for one item, it all runs here.
     """
     items = list(items)
-    workers = pool_workers()
-    if workers == 1 or len(items) <= 1:
+    workers = min(pool_workers(), len(items))
+    if workers <= 1:
         return [fn(x) for x in items]
-    return list(_pool(workers).map(fn, items))
+    results: list[Any] = [None] * len(items)
+    errors: list[BaseException] = []
+    order = iter(range(len(items)))
+    lock = threading.Lock()
+
+    def drain() -> None:
+        while True:
+            with lock:
+                i = None if errors else next(order, None)
+            if i is None:
+                return
+            try:
+                results[i] = fn(items[i])
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller below
+                with lock:
+                    errors.append(exc)
+                return
+
+    helpers = [_pool(pool_workers() - 1).submit(drain) for _ in range(workers - 1)]
+    drain()
+    for h in helpers:
+        h.result()
+    if errors:
+        raise errors[0]
+    return results
 
 
 @contextlib.contextmanager

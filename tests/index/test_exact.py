@@ -63,3 +63,20 @@ def test_few_queries_on_many_rows_split_over_threads_give_identical_scores(monke
     assert np.allclose(ex._product(queries, rows), queries @ rows.T, rtol=0, atol=tol)
     scores, pos = ex.exact_search(rows, queries, 7)
     assert np.array_equal(pos, want_pos) and np.allclose(scores, want_scores, rtol=0, atol=tol)
+
+
+def test_vector_search_and_text_search_modes_rank_alike():
+    """``spare_torch`` (one BLAS thread per slice, as text search runs) changes threads, not the ranking."""
+    import calibclip.index.exact as ex
+
+    rng = np.random.default_rng(4)
+    rows = rng.standard_normal((3000, 32)).astype(np.float32)
+    queries = rng.standard_normal((40, 32)).astype(np.float32)
+    for q in (queries[:1], queries):
+        s1, p1 = ex.exact_search(rows, q, 9)
+        s2, p2 = ex.exact_search(rows, q, 9, spare_torch=True)
+        want = np.argsort(-(q @ rows.T), axis=1, kind="stable")[:, :9]
+        np.testing.assert_array_equal(p1, want)
+        np.testing.assert_array_equal(p2, want)
+        tol = 32 * np.finfo(np.float32).eps * float((np.abs(q) @ np.abs(rows).T).max())  # D·eps·Σ|q_i g_i|
+        np.testing.assert_allclose(s1, s2, rtol=0, atol=tol)

@@ -6,20 +6,25 @@ position, as everywhere else in calibclip. For one query this is numpy's matrix-
 which scans faster than ``faiss.IndexFlatIP`` and needs no copy of the rows in a FAISS index
 (``benchmarks/exact_search.py``).
 
-A product of a few query rows runs on one BLAS thread (``calibclip.blas``: no OpenBLAS pool left
-spinning before the next text-encoder pass), so on a large gallery the rows are split over the
-usable cores instead: one Python thread per slice, each a one-thread product (numpy releases the
-GIL). Each score is the same dot product either way, so the result is bit-identical; measured on
-2 cores, 1M × 512 rows: 96 ms split vs 178 ms on one thread and 96 ms for numpy's own 2 threads.
+Where a torch pass follows the search (``spare_torch``: text, image and composed search, the
+server), a product of a few query rows runs on one BLAS thread (``calibclip.blas``: no OpenBLAS
+pool left spinning on the cores the next encoder pass needs), so on a large gallery the rows are
+split over the usable cores instead: one Python thread per slice, each a one-thread product
+(numpy releases the GIL). Each score is the same dot product either way, so the result is
+bit-identical; measured on 2 cores, 1M × 512 rows: 96 ms split vs 178 ms on one thread and 96 ms
+for numpy's own 2 threads. A search of vectors alone keeps numpy's BLAS threads: on a small
+gallery (10k rows: ~0.4 ms) waking a worker thread costs as much as the product.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import numpy as np
 
 from calibclip.blas import SINGLE_THREAD_ROWS, search_blas
 from calibclip.calib.rerank import top_k_desc
-from calibclip.cores import parallel_map, pool_workers
+from calibclip.cores import parallel_map, pool_workers, torch_threads
 
 # Score-block size per product: queries × rows ≤ this many floats (64 MB).
 BLOCK_FLOATS = 1 << 24
@@ -46,8 +51,13 @@ def _product(queries: np.ndarray, vectors: np.ndarray) -> np.ndarray:
     return out
 
 
-def exact_search(vectors: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(scores (m, k) float32, positions (m, k) int64) of the k largest inner products per query."""
+def exact_search(vectors: np.ndarray, queries: np.ndarray, k: int, spare_torch: bool = False
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """(scores (m, k) float32, positions (m, k) int64) of the k largest inner products per query.
+
+    ``spare_torch``: a torch pass comes next, so few-query products leave no BLAS pool spinning
+    (see the module docstring); the scores are the same either way.
+    """
     queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
     m, n = len(queries), len(vectors)
     k = max(0, min(k, n))
@@ -57,8 +67,15 @@ def exact_search(vectors: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.n
     step = max(1, BLOCK_FLOATS // n)
     for a in range(0, m, step):
         b = min(m, a + step)
-        with search_blas(b - a):
-            s = _product(queries[a:b], vectors)
-        top = top_k_desc(s, k)
+        if spare_torch:
+            with search_blas(b - a):
+                s = _product(queries[a:b], vectors)
+            top = top_k_desc(s, k)
+        else:
+            s = queries[a:b] @ vectors.T
+            # beside the BLAS pool still spinning torch gets one thread: 32 x 10k top-k 15.9 -> 4.6 ms
+            # (one row runs on one thread anyway)
+            with torch_threads(1) if b - a > 1 else contextlib.nullcontext():
+                top = top_k_desc(s, k)
         pos[a:b], scores[a:b] = top, np.take_along_axis(s, top, 1)
     return scores, pos

@@ -261,11 +261,14 @@ class Index:
             set_nprobe(self._faiss, self.nprobe)
         return self._faiss
 
-    def search_vectors(self, queries: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    def search_vectors(self, queries: np.ndarray, k: int = 10, spare_torch: bool = False
+                       ) -> tuple[np.ndarray, np.ndarray]:
         """Inner-product search: (scores (m, k), positions (m, k)); positions index ``paths``.
 
         Exact (numpy over the one in-memory copy of the rows, ties to the lower position) unless an
-        approximate index was built for exactly these items.
+        approximate index was built for exactly these items. ``spare_torch``: an encoder pass
+        follows (as in text search and serving), so the product leaves no BLAS thread pool
+        spinning on the cores it needs (``calibclip.index.exact``); off, numpy's BLAS threads.
         """
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         k = max(1, min(k, len(self)))
@@ -274,7 +277,7 @@ class Index:
         ann = self._faiss_index()
         if ann is not None:
             return ann.search(queries, k)
-        return exact_search(self.embeddings("plain"), queries, k)
+        return exact_search(self.embeddings("plain"), queries, k, spare_torch=spare_torch)
 
     def has_feature_set(self, name: str) -> bool:
         """Whether the store holds feature set ``name`` (looked up once per opening, not per search)."""
@@ -300,7 +303,7 @@ class Index:
         q_plain = np.asarray(feats["plain"], dtype=np.float32)
         cfg = self.encoder.calibration
         if cfg is None or "dcc" not in feats:
-            return self.search_vectors(q_plain, k)
+            return self.search_vectors(q_plain, k, spare_torch=True)
         from calibclip.calib import discriminative_scores
 
         g_plain = self.embeddings("plain")
@@ -380,7 +383,7 @@ class Index:
         """
         q = image if isinstance(image, np.ndarray) else self.encoder.encode_images([image])
         feats = {"plain": np.atleast_2d(np.asarray(q, np.float32))}
-        scores, pos = self.search_vectors(feats["plain"], k + len(exclude))
+        scores, pos = self.search_vectors(feats["plain"], k + len(exclude), spare_torch=True)
         return self._hits(scores[0], pos[0], self._cutoffs(feats, cutoff)[0], exclude=exclude, k=k)
 
     def search_composed(self, image: Image.Image, text: str, phi: Any, k: int = 10,
@@ -404,7 +407,7 @@ class Index:
             from calibclip.cir import encode_composed
 
             feats = {"plain": np.asarray(encode_composed(enc, [image], [text], phi, prompt=prompt), np.float32)}
-            scores, pos = self.search_vectors(feats["plain"], k + len(exclude))
+            scores, pos = self.search_vectors(feats["plain"], k + len(exclude), spare_torch=True)
         return self._hits(scores[0], pos[0], self._cutoffs(feats, cutoff)[0], exclude=exclude, k=k)
 
     def search_like(self, reference: int | str | Path, k: int = 10, cutoff: str | float | None = None,

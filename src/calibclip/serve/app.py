@@ -269,7 +269,7 @@ def create_app(index_path: str | Path, encoder: Any = None, phi: Any = None, api
                 if id not in s.id_to_pos:
                     raise ImageRefused(404, f"no image with id {id} in the index")
                 vec = s.index.embeddings()[s.id_to_pos[id]][None]
-                scores, pos = s.index.search_vectors(np.asarray(vec, np.float32), depth)
+                scores, pos = s.index.search_vectors(np.asarray(vec, np.float32), depth, spare_torch=True)
                 return s, s.index._hits(scores[0], pos[0])
 
             result, warns = searcher.call(by_id)
