@@ -183,9 +183,9 @@ def test_leftovers_of_a_killed_run_are_removed_and_files_follow_the_umask(tmp_pa
 WORKERS = """import sys, time
 import calibclip
 from torch.utils.data import DataLoader
-from calibclip.index.embed import _DecodeDataset, _collate, _worker_init, scan
+from calibclip.index.embed import _Collate, _DecodeDataset, _worker_init, scan
 enc = calibclip.load(sys.argv[1], device="cpu")
-loader = DataLoader(_DecodeDataset(scan(sys.argv[2]), enc), batch_size=1, num_workers=2, collate_fn=_collate,
+loader = DataLoader(_DecodeDataset(scan(sys.argv[2])), batch_size=1, num_workers=2, collate_fn=_Collate(enc.preprocess),
                     worker_init_fn=_worker_init)
 it = iter(loader)
 next(it)

@@ -113,11 +113,10 @@ def _sha1_or_none(path: str) -> str | None:
 
 
 class _DecodeDataset(Dataset):
-    """Reads, hashes, decodes and preprocesses one file; failures come back as a reason string."""
+    """Reads, hashes and decodes one file; failures come back as a reason string."""
 
-    def __init__(self, stats: Sequence[FileStat], encoder: Encoder) -> None:
+    def __init__(self, stats: Sequence[FileStat]) -> None:
         self.stats = stats
-        self.preprocess = encoder.preprocess
 
     def __len__(self) -> int:
         return len(self.stats)
@@ -128,19 +127,42 @@ class _DecodeDataset(Dataset):
         path = self.stats[i].path
         try:
             data = Path(path).read_bytes()
-            img = decode_image(data, path)
-            return i, self.preprocess([img])[0], hashlib.sha1(data).hexdigest(), None
+            return i, decode_image(data, path), hashlib.sha1(data).hexdigest(), None
         except BadImage as exc:
             return i, None, None, str(exc)
         except OSError as exc:
             return i, None, None, f"{path}: cannot read ({exc})"
 
 
-def _collate(batch):
-    ok = [b for b in batch if b[3] is None]
-    bad = [(b[0], b[3]) for b in batch if b[3] is not None]
-    pixels = torch.stack([b[1] for b in ok]) if ok else None
-    return [b[0] for b in ok], pixels, [b[2] for b in ok], bad
+class _Collate:
+    """A batch of decoded images → (positions, pixel values, SHA-1s, failures).
+
+    The images are preprocessed in one processor call per batch (in the decode worker when there
+    is one): a call per image cost the small-model index ~10 % in the processor's own overhead.
+    An image the batch call cannot take is found by preprocessing one by one and becomes a failure.
+    """
+
+    def __init__(self, preprocess) -> None:
+        self.preprocess = preprocess
+
+    def __call__(self, batch):
+        bad = [(b[0], b[3]) for b in batch if b[3] is not None]
+        ok = [b for b in batch if b[3] is None]
+        if not ok:
+            return [], None, [], bad
+        try:
+            pixels = self.preprocess([b[1] for b in ok])
+        except Exception:  # noqa: BLE001 - find the image at fault, keep the rest
+            kept, tensors = [], []
+            for b in ok:
+                try:
+                    tensors.append(self.preprocess([b[1]])[0])
+                    kept.append(b)
+                except Exception as exc:  # noqa: BLE001 - any processor error is this file's failure
+                    bad.append((b[0], f"cannot preprocess ({type(exc).__name__}: {exc})"))
+            ok = kept
+            pixels = torch.stack(tensors) if tensors else None
+        return [b[0] for b in ok], pixels, [b[2] for b in ok], bad
 
 
 def _worker_init(_: int) -> None:
@@ -175,8 +197,8 @@ def embed_into(store: EmbeddingStore, encoder: Encoder, todo: Sequence[FileStat]
         return 0, []
     cuda = encoder.device.type == "cuda"
     # pinned host batches let the copy to the GPU overlap with the previous batch's forward pass
-    loader = DataLoader(_DecodeDataset(todo, encoder), batch_size=batch_size, num_workers=num_workers,
-                        collate_fn=_collate, worker_init_fn=_worker_init if num_workers else None,
+    loader = DataLoader(_DecodeDataset(todo), batch_size=batch_size, num_workers=num_workers,
+                        collate_fn=_Collate(encoder.preprocess), worker_init_fn=_worker_init if num_workers else None,
                         persistent_workers=False, prefetch_factor=4 if num_workers else None, pin_memory=cuda)
     added, failures = 0, []
     halving = Halving("batch of images", tqdm.write if progress else log.warning)
