@@ -185,7 +185,7 @@ import calibclip
 from torch.utils.data import DataLoader
 from calibclip.index.embed import _Collate, _DecodeDataset, _worker_init, scan
 enc = calibclip.load(sys.argv[1], device="cpu")
-loader = DataLoader(_DecodeDataset(scan(sys.argv[2])), batch_size=1, num_workers=2, collate_fn=_Collate(enc.preprocess),
+loader = DataLoader(_DecodeDataset(scan(sys.argv[2])), batch_size=1, num_workers=2, collate_fn=_Collate(enc.preprocess, []),
                     worker_init_fn=_worker_init)
 it = iter(loader)
 next(it)

@@ -55,11 +55,12 @@ def test_batch_preprocess_failure_is_pinned_on_its_image():
         return torch.stack([torch.full((3, 2, 2), float(x)) for x in images])
 
     batch = [(0, 1, "sha0", None), (1, None, None, "f1: corrupt"), (2, "bad", "sha2", None), (3, 4, "sha3", None)]
-    idx, pixels, sha1s, bad = _Collate(preprocess)(batch)
+    paths = ["a.jpg", "b.jpg", "c.jpg", "d.jpg"]
+    idx, pixels, sha1s, bad = _Collate(preprocess, paths)(batch)
     assert idx == [0, 3] and sha1s == ["sha0", "sha3"]
     assert pixels[:, 0, 0, 0].tolist() == [1.0, 4.0]
-    assert bad[0] == (1, "f1: corrupt") and bad[1][0] == 2 and "unsupported mode" in bad[1][1]
+    assert bad[0] == (1, "f1: corrupt") and bad[1][0] == 2 and bad[1][1].startswith("c.jpg: ") and "unsupported mode" in bad[1][1]
     assert calls[0] == 3  # the whole batch in one call first
     calls.clear()
-    idx, pixels, _, bad = _Collate(preprocess)([(0, 1, "a", None), (1, 2, "b", None)])
+    idx, pixels, _, bad = _Collate(preprocess, paths)([(0, 1, "a", None), (1, 2, "b", None)])
     assert calls == [2] and idx == [0, 1] and bad == []

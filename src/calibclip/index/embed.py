@@ -142,8 +142,9 @@ class _Collate:
     An image the batch call cannot take is found by preprocessing one by one and becomes a failure.
     """
 
-    def __init__(self, preprocess) -> None:
+    def __init__(self, preprocess, paths: Sequence[str]) -> None:
         self.preprocess = preprocess
+        self.paths = paths  # by dataset position, for the failure messages
 
     def __call__(self, batch):
         bad = [(b[0], b[3]) for b in batch if b[3] is not None]
@@ -159,7 +160,7 @@ class _Collate:
                     tensors.append(self.preprocess([b[1]])[0])
                     kept.append(b)
                 except Exception as exc:  # noqa: BLE001 - any processor error is this file's failure
-                    bad.append((b[0], f"cannot preprocess ({type(exc).__name__}: {exc})"))
+                    bad.append((b[0], f"{self.paths[b[0]]}: cannot preprocess ({type(exc).__name__}: {exc})"))
             ok = kept
             pixels = torch.stack(tensors) if tensors else None
         return [b[0] for b in ok], pixels, [b[2] for b in ok], bad
@@ -198,7 +199,7 @@ def embed_into(store: EmbeddingStore, encoder: Encoder, todo: Sequence[FileStat]
     cuda = encoder.device.type == "cuda"
     # pinned host batches let the copy to the GPU overlap with the previous batch's forward pass
     loader = DataLoader(_DecodeDataset(todo), batch_size=batch_size, num_workers=num_workers,
-                        collate_fn=_Collate(encoder.preprocess), worker_init_fn=_worker_init if num_workers else None,
+                        collate_fn=_Collate(encoder.preprocess, [s.path for s in todo]), worker_init_fn=_worker_init if num_workers else None,
                         persistent_workers=False, prefetch_factor=4 if num_workers else None, pin_memory=cuda)
     added, failures = 0, []
     halving = Halving("batch of images", tqdm.write if progress else log.warning)
