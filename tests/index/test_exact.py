@@ -47,21 +47,22 @@ def test_index_exact_search_keeps_one_copy_of_the_rows(tmp_path, tiny_encoder):
 
 def test_few_queries_on_many_rows_split_over_threads_give_identical_scores(monkeypatch):
     """The row-sliced product (one BLAS thread per slice) computes each score as the same dot product."""
+    import calibclip.calib.rerank as rr
     import calibclip.cores as cores
     import calibclip.index.exact as ex
 
     rng = np.random.default_rng(3)
     rows = rng.standard_normal((5000, 64)).astype(np.float32)
     queries = rng.standard_normal((3, 64)).astype(np.float32)
-    want_scores, want_pos = ex.exact_search(rows, queries, 7)  # below SPLIT_ROWS: one product
-    monkeypatch.setattr(ex, "SPLIT_ROWS", 100)
-    monkeypatch.setattr(ex, "pool_workers", lambda: 3)
+    want_scores, want_pos = ex.exact_search(rows, queries, 7, spare_torch=True)  # below SPLIT_ROWS: one product
+    monkeypatch.setattr(rr, "SPLIT_ROWS", 100)
+    monkeypatch.setattr(rr, "pool_workers", lambda: 3)
     monkeypatch.setattr(cores, "pool_workers", lambda: 3)
     # the same dot products; a BLAS build may still sum a slice in another order, so allow the
     # float32 bound D·eps·Σ|q_i g_i| (the top 7 of random normal scores are far further apart)
     tol = 64 * np.finfo(np.float32).eps * float((np.abs(queries) @ np.abs(rows).T).max())
-    assert np.allclose(ex._product(queries, rows), queries @ rows.T, rtol=0, atol=tol)
-    scores, pos = ex.exact_search(rows, queries, 7)
+    assert np.allclose(rr.gallery_product(queries, rows), queries @ rows.T, rtol=0, atol=tol)
+    scores, pos = ex.exact_search(rows, queries, 7, spare_torch=True)
     assert np.array_equal(pos, want_pos) and np.allclose(scores, want_scores, rtol=0, atol=tol)
 
 

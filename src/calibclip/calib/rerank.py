@@ -14,7 +14,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from calibclip.blas import search_blas
+from calibclip.blas import SINGLE_THREAD_ROWS, search_blas
 from calibclip.calib.config import CalibConfig
 from calibclip.cores import parallel_map, pool_workers, torch_threads
 from calibclip.ranks import MISSING, positions
@@ -22,6 +22,8 @@ from calibclip.ranks import MISSING, positions
 # candidate_disc's CSR pattern is built in one place and valid by construction; torch warns once per process
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state", category=UserWarning)
 
+# Galleries from this many rows have their few-query search products split over the usable cores.
+SPLIT_ROWS = 1 << 15
 _CHUNK_FLOATS = 1 << 24  # ~64 MB of float32 per query chunk
 _SAMPLE_STRIDE = 8  # top_k_set's threshold sample: every 8th item of a row
 _RANK_ROWS = 512  # queries per block: one worker's unit of work (its s0 ~6 MB at n=3k)
@@ -147,10 +149,35 @@ def candidate_disc(q_dcc: np.ndarray, g_cve: np.ndarray, cand: np.ndarray) -> np
     ids = torch.from_numpy(np.take_along_axis(cand, order, 1).reshape(-1))
     pattern = torch.sparse_csr_tensor(torch.arange(0, b * k + 1, k), ids, torch.zeros(b * k), size=(b, len(g_cve)),
                                       check_invariants=False)
-    by_id = torch.sparse.sampled_addmm(pattern, torch.from_numpy(np.ascontiguousarray(q_dcc, np.float32)),
-                                       torch.from_numpy(np.ascontiguousarray(g_cve, np.float32)).T, beta=0.0)
+    with torch_threads(1):  # a few thousand dots; torch's team left spinning would slow the next product 2x
+        by_id = torch.sparse.sampled_addmm(pattern, torch.from_numpy(np.ascontiguousarray(q_dcc, np.float32)),
+                                           torch.from_numpy(np.ascontiguousarray(g_cve, np.float32)).T, beta=0.0)
     out = np.empty(cand.shape, np.float32)
     np.put_along_axis(out, order, by_id.values().numpy().reshape(b, k), axis=1)
+    return out
+
+
+def gallery_product(queries: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """queries @ vectors.T for a search; few queries on many rows: row slices on parallel threads.
+
+    Meant to run under ``search_blas`` (one BLAS thread for few queries): a gallery of at least
+    ``SPLIT_ROWS`` rows is then split over the usable cores, one one-thread product per slice
+    (numpy releases the GIL), each score the same dot product.
+    """
+    n = len(vectors)
+    if len(queries) > SINGLE_THREAD_ROWS or n < SPLIT_ROWS:
+        return queries @ vectors.T
+    workers = min(4, pool_workers())
+    if workers == 1:
+        return queries @ vectors.T
+    cuts = np.linspace(0, n, workers + 1).astype(np.int64)
+    out = np.empty((len(queries), n), np.float32)
+
+    def part(i: int) -> None:
+        a, b = cuts[i], cuts[i + 1]
+        np.matmul(queries, vectors[a:b].T, out=out[:, a:b])
+
+    parallel_map(part, range(workers))
     return out
 
 
@@ -177,7 +204,7 @@ def discriminative_scores(q_plain: np.ndarray, q_dcc: np.ndarray, g_plain: np.nd
     for a in range(0, m, step):
         b = min(m, a + step)
         with search_blas(b - a):  # no spinning BLAS pool left behind to slow the next text pass
-            s0 = q_plain[a:b] @ g_plain.T
+            s0 = gallery_product(q_plain[a:b], g_plain)
         if not cfg.disc_sim or k == 0:
             top = top_k_desc(s0, k)
             ids[a:b], scores[a:b] = top, np.take_along_axis(s0, top, 1)

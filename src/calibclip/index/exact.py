@@ -22,33 +22,12 @@ import contextlib
 
 import numpy as np
 
-from calibclip.blas import SINGLE_THREAD_ROWS, search_blas
-from calibclip.calib.rerank import top_k_desc
-from calibclip.cores import parallel_map, pool_workers, torch_threads
+from calibclip.blas import search_blas
+from calibclip.calib.rerank import gallery_product, top_k_desc
+from calibclip.cores import torch_threads
 
 # Score-block size per product: queries × rows ≤ this many floats (64 MB).
 BLOCK_FLOATS = 1 << 24
-# Galleries from this many rows have their few-query products split over the usable cores.
-SPLIT_ROWS = 1 << 15
-
-
-def _product(queries: np.ndarray, vectors: np.ndarray) -> np.ndarray:
-    """queries @ vectors.T, row slices of ``vectors`` in parallel threads for few queries on many rows."""
-    n = len(vectors)
-    if len(queries) > SINGLE_THREAD_ROWS or n < SPLIT_ROWS:
-        return queries @ vectors.T
-    workers = min(4, pool_workers())
-    if workers == 1:
-        return queries @ vectors.T
-    cuts = np.linspace(0, n, workers + 1).astype(np.int64)
-    out = np.empty((len(queries), n), np.float32)
-
-    def part(i: int) -> None:
-        a, b = cuts[i], cuts[i + 1]
-        np.matmul(queries, vectors[a:b].T, out=out[:, a:b])
-
-    parallel_map(part, range(workers))
-    return out
 
 
 def exact_search(vectors: np.ndarray, queries: np.ndarray, k: int, spare_torch: bool = False
@@ -69,7 +48,7 @@ def exact_search(vectors: np.ndarray, queries: np.ndarray, k: int, spare_torch: 
         b = min(m, a + step)
         if spare_torch:
             with search_blas(b - a):
-                s = _product(queries[a:b], vectors)
+                s = gallery_product(queries[a:b], vectors)
             top = top_k_desc(s, k)
         else:
             s = queries[a:b] @ vectors.T
