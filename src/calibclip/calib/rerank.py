@@ -45,23 +45,33 @@ def sort_desc_by_id(cols: np.ndarray, vals: np.ndarray) -> tuple[np.ndarray, np.
 
 def top_k_desc(scores: np.ndarray, k: int) -> np.ndarray:
     """(m, n) → (m, k) column indices of the k largest per row, descending, ties by ascending index."""
-    n = scores.shape[1]
+    return top_k_scored(scores, k)[0]
+
+
+def top_k_scored(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``top_k_desc`` and the scores it picked: (ids (m, k) int64, values (m, k) float32)."""
+    m, n = scores.shape
     k = min(k, n)
     if k == 0:
-        return np.zeros((len(scores), 0), np.int64)
+        return np.zeros((m, 0), np.int64), np.zeros((m, 0), np.float32)
     if k == n:
-        return np.argsort(-scores, axis=1, kind="stable")
-    # O(n) selection of the k largest (torch.topk: several times faster than numpy's argpartition
-    # on float32 rows, and threaded over rows), then one sort of k values with the tie rule
+        top = np.argsort(-scores, axis=1, kind="stable")
+        return top, np.take_along_axis(scores, top, 1)
+    # O(n) selection of the k largest, already in descending order (torch.topk: several times faster
+    # than numpy's argpartition on float32 rows, and threaded over rows); equal values come in no set
+    # order, so rows with any are put in the tie rule's order below
     rows = np.require(scores, requirements=["C", "W"])  # torch.from_numpy needs a writable buffer (no copy if so)
-    part = torch.topk(torch.from_numpy(rows), k, dim=1, sorted=False).indices.numpy()
-    top, vals = sort_desc_by_id(part, np.take_along_axis(scores, part, 1))
+    vals_t, top_t = torch.topk(torch.from_numpy(rows), k, dim=1, sorted=True)
+    top, vals = top_t.numpy(), vals_t.numpy()
+    inside = (vals[:, 1:] == vals[:, :-1]).any(axis=1)  # equal values within the k: order them by id
+    if inside.any():
+        top[inside], vals[inside] = sort_desc_by_id(top[inside], vals[inside])
     kth = vals[:, -1:]
-    # argpartition picks arbitrarily among values tied at the boundary; redo those rare rows exactly
+    # the selection picks arbitrarily among values tied at the boundary; redo those rare rows exactly
     tied = (scores == kth).sum(axis=1) > (vals == kth).sum(axis=1)
     if tied.any():
-        top[tied] = np.argsort(-scores[tied], axis=1, kind="stable")[:, :k]
-    return top
+        top[tied] = np.argsort(-scores[tied], axis=1, kind="stable")[:, :k]  # the same values, lower ids
+    return top, vals
 
 
 def top_k_set(scores: np.ndarray, k: int) -> np.ndarray:

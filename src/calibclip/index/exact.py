@@ -18,12 +18,10 @@ gallery (10k rows: ~0.4 ms) waking a worker thread costs as much as the product.
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 
 from calibclip.blas import search_blas
-from calibclip.calib.rerank import gallery_product, top_k_desc
+from calibclip.calib.rerank import gallery_product, top_k_scored
 from calibclip.cores import torch_threads
 
 # Score-block size per product: queries × rows ≤ this many floats (64 MB).
@@ -40,21 +38,26 @@ def exact_search(vectors: np.ndarray, queries: np.ndarray, k: int, spare_torch: 
     queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
     m, n = len(queries), len(vectors)
     k = max(0, min(k, n))
-    scores, pos = np.zeros((m, k), np.float32), np.zeros((m, k), np.int64)
     if k == 0:
-        return scores, pos
+        return np.zeros((m, 0), np.float32), np.zeros((m, 0), np.int64)
     step = max(1, BLOCK_FLOATS // n)
+    if m <= step:  # one block (every single query): no copies into result arrays
+        return _block(vectors, queries, k, spare_torch)[::-1]
+    scores, pos = np.zeros((m, k), np.float32), np.zeros((m, k), np.int64)
     for a in range(0, m, step):
         b = min(m, a + step)
-        if spare_torch:
-            with search_blas(b - a):
-                s = gallery_product(queries[a:b], vectors)
-            top = top_k_desc(s, k)
-        else:
-            s = queries[a:b] @ vectors.T
-            # beside the BLAS pool still spinning torch gets one thread: 32 x 10k top-k 15.9 -> 4.6 ms
-            # (one row runs on one thread anyway)
-            with torch_threads(1) if b - a > 1 else contextlib.nullcontext():
-                top = top_k_desc(s, k)
-        pos[a:b], scores[a:b] = top, np.take_along_axis(s, top, 1)
+        pos[a:b], scores[a:b] = _block(vectors, queries[a:b], k, spare_torch)
     return scores, pos
+
+
+def _block(vectors: np.ndarray, queries: np.ndarray, k: int, spare_torch: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(positions, scores) of the top k for one block of queries."""
+    if spare_torch:
+        with search_blas(len(queries)):
+            s = gallery_product(queries, vectors)
+        return top_k_scored(s, k)
+    s = queries @ vectors.T
+    if len(queries) == 1:  # one row runs on one torch thread anyway
+        return top_k_scored(s, k)
+    with torch_threads(1):  # beside the BLAS pool still spinning: 32 x 10k top-k 15.9 -> 4.6 ms
+        return top_k_scored(s, k)
