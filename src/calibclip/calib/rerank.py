@@ -155,15 +155,20 @@ def candidate_disc(q_dcc: np.ndarray, g_cve: np.ndarray, cand: np.ndarray) -> np
     b, k = cand.shape
     if b == 0 or k == 0:
         return np.zeros(cand.shape, np.float32)
-    order = np.argsort(cand, axis=1)
-    ids = torch.from_numpy(np.take_along_axis(cand, order, 1).reshape(-1))
+    ascending = k == 1 or bool((cand[:, 1:] > cand[:, :-1]).all())
+    order = None if ascending else np.argsort(cand, axis=1)
+    ids = torch.from_numpy(np.ascontiguousarray(cand if order is None else np.take_along_axis(cand, order, 1))
+                           .reshape(-1))
     pattern = torch.sparse_csr_tensor(torch.arange(0, b * k + 1, k), ids, torch.zeros(b * k), size=(b, len(g_cve)),
                                       check_invariants=False)
     with torch_threads(1):  # a few thousand dots; torch's team left spinning would slow the next product 2x
         by_id = torch.sparse.sampled_addmm(pattern, torch.from_numpy(np.ascontiguousarray(q_dcc, np.float32)),
                                            torch.from_numpy(np.ascontiguousarray(g_cve, np.float32)).T, beta=0.0)
+    vals = by_id.values().numpy().reshape(b, k)
+    if order is None:
+        return vals
     out = np.empty(cand.shape, np.float32)
-    np.put_along_axis(out, order, by_id.values().numpy().reshape(b, k), axis=1)
+    np.put_along_axis(out, order, vals, axis=1)
     return out
 
 
@@ -281,7 +286,7 @@ def _parallel_blocks(m: int, work: Callable[[int, int], None]) -> None:
 
 def _head(s0: np.ndarray, q_dcc: np.ndarray, g_cve: np.ndarray, cfg: CalibConfig, big_k: int) -> np.ndarray:
     """(b, K) the candidates C_K of each row of s0 in their re-ranked (CalibCLIP) order."""
-    cand = top_k_set(s0, big_k)
+    cand = np.sort(top_k_set(s0, big_k), axis=1)  # ascending ids: what candidate_disc's CSR pattern takes
     disc = candidate_disc(q_dcc, g_cve, cand)
     return rerank_candidates(s0, cand, disc, cfg.lam)[0]
 
