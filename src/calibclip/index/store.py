@@ -221,18 +221,35 @@ class EmbeddingStore:
         return sorted(names)
 
     def load_matrix(self, feature_set: str = "plain") -> tuple[np.ndarray, np.ndarray, list[str]]:
-        """(ids, embeddings float32 (n, D), paths) for every item, ordered by id; shards memory-mapped."""
-        rows = self.rows()
+        """(ids, embeddings float32 (n, D), paths) for every item, ordered by id; shards memory-mapped.
+
+        The rows' ids, shards and offsets come in chunks straight into int64 arrays and the paths one
+        by one, both in one read snapshot: no list of a million 4-tuples (at 1M items ~150 MB of
+        short-lived objects whose freed arenas stay resident) beside the matrix.
+        """
         dim = int(self.get_info("dim", "0") or 0)
-        if not rows:
+        own_tx = not self.conn.in_transaction
+        if own_tx:
+            self.conn.execute("BEGIN")  # one snapshot for both queries, even with a writer committing
+        try:
+            cur = self.conn.execute("SELECT id, shard, row FROM items ORDER BY id")
+            chunks = []
+            while batch := cur.fetchmany(1 << 16):
+                chunks.append(np.array(batch, dtype=np.int64).reshape(-1, 3))
+            paths = [r[0] for r in self.conn.execute("SELECT path FROM items ORDER BY id")]
+        finally:
+            if own_tx:
+                self.conn.execute("COMMIT")
+        if not chunks:
             return np.zeros(0, np.int64), np.zeros((0, dim), np.float32), []
-        ids = np.array([r[0] for r in rows], dtype=np.int64)
-        shards = np.array([r[2] for r in rows])
-        local = np.array([r[3] for r in rows])
-        out = np.empty((len(rows), dim), np.float32)
-        for shard in np.unique(shards):
-            sel = np.nonzero(shards == shard)[0]
-            path = self.shard_path(feature_set, int(shard))
+        table = np.concatenate(chunks)
+        ids, shards, local = table[:, 0].copy(), table[:, 1], table[:, 2]
+        out = np.empty((len(ids), dim), np.float32)
+        order = np.argsort(shards, kind="stable")  # rows grouped by shard, one pass instead of one per shard
+        bounds = np.flatnonzero(np.diff(shards[order])) + 1
+        for sel in np.split(order, bounds):
+            shard = int(shards[sel[0]])
+            path = self.shard_path(feature_set, shard)
             if not path.exists():
                 raise damaged(path, "embedding shard missing", self.root)
             try:
@@ -242,7 +259,7 @@ class EmbeddingStore:
                 out[sel] = arr[local[sel]]
             except (ValueError, OSError, EOFError) as exc:  # truncated, random bytes, wrong shape
                 raise damaged(path, f"unreadable embedding shard: {exc}", self.root) from None
-        return ids, out, [r[1] for r in rows]
+        return ids, out, paths
 
     # ---- helpers -------------------------------------------------------------------------
     def _tx(self) -> "_Transaction":
