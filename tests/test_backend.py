@@ -112,3 +112,17 @@ def test_cuda_device_refused_without_gpu(tiny_model_dir):
         pytest.skip("machine has a GPU")
     with pytest.raises(UserError, match="--device cpu"):
         calibclip.load(str(tiny_model_dir), device="cuda")
+
+
+def test_batch_preprocess_equals_the_image_processor_bit_for_bit(tiny_encoder, monkeypatch):
+    """The batched rescale + normalisation gives exactly the processor's own pixel values (sizes,
+    aspect ratios and a grey image), and a processor configured otherwise is called as it is."""
+    rng = np.random.default_rng(7)
+    imgs = [Image.fromarray((rng.random((h, w, 3)) * 255).astype("uint8")) for h, w in ((37, 90), (64, 64), (120, 41))]
+    imgs.append(Image.fromarray((rng.random((50, 70)) * 255).astype("uint8")).convert("RGB"))
+    want = tiny_encoder.processor(images=imgs, return_tensors="pt")["pixel_values"]
+    got = tiny_encoder.preprocess(imgs)
+    assert got.dtype == want.dtype and torch.equal(got, want)
+    monkeypatch.setattr(tiny_encoder.processor, "do_normalize", False)
+    want = tiny_encoder.processor(images=imgs, return_tensors="pt")["pixel_values"]
+    assert torch.equal(tiny_encoder.preprocess(imgs), want)

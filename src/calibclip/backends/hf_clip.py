@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 from transformers import CLIPModel
@@ -60,7 +61,19 @@ class HFClipEncoder(Encoder):
 
     # ---- inputs ---------------------------------------------------------------------------
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        return self.processor(images=list(images), return_tensors="pt")["pixel_values"]
+        """The image processor's pixel values, bit for bit, with its rescale and normalisation done once
+        for the whole batch in torch instead of per image in numpy (~7 % of indexing a small model)."""
+        proc = self.processor
+        if not (getattr(proc, "do_rescale", False) and getattr(proc, "do_normalize", False)):
+            return proc(images=list(images), return_tensors="pt")["pixel_values"]
+        raw = proc(images=list(images), do_rescale=False, do_normalize=False, return_tensors="pt")["pixel_values"]
+        if raw.dtype != torch.uint8 or raw.ndim != 4:  # a processor that does more than resize and crop
+            return proc(images=list(images), return_tensors="pt")["pixel_values"]
+        # the processor's arithmetic: float32(float64(x) * factor), then (x - mean) / std in float32
+        x = (raw.double() * proc.rescale_factor).float()
+        mean = torch.from_numpy(np.asarray(proc.image_mean, np.float32)).view(1, -1, 1, 1)
+        std = torch.from_numpy(np.asarray(proc.image_std, np.float32)).view(1, -1, 1, 1)
+        return (x - mean) / std
 
     def tokenize(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """(input_ids, attention_mask) of the texts after OpenAI CLIP's cleaning (``clip_normalize``)."""
