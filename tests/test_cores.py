@@ -47,3 +47,13 @@ def test_torch_threads_only_for_the_block():
     with cores.torch_threads(1):
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
+
+
+def test_parallel_map_nested_in_a_worker_runs_there(monkeypatch):
+    """A parallel_map inside a worker runs in that worker (its helpers would queue behind it: deadlock)."""
+    monkeypatch.setattr(cores, "pool_workers", lambda: 2)
+
+    def inner(x: int) -> list[int]:
+        return cores.parallel_map(lambda y: x * 10 + y, range(4))
+
+    assert cores.parallel_map(inner, range(6)) == [[x * 10 + y for y in range(4)] for x in range(6)]

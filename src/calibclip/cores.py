@@ -21,6 +21,7 @@ T = TypeVar("T")
 # Most worker threads the shared pool starts (numpy steps on a bigger machine are memory-bound
 # well before this many cores).
 MAX_WORKERS = 8
+_PREFIX = "calibclip-worker"
 
 
 def usable_cores() -> int:
@@ -33,7 +34,7 @@ def usable_cores() -> int:
 
 @functools.cache
 def _pool(workers: int) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(workers, thread_name_prefix="calibclip-worker")
+    return ThreadPoolExecutor(workers, thread_name_prefix=_PREFIX)
 
 
 def pool_workers() -> int:
@@ -50,8 +51,8 @@ def parallel_map(fn: Callable[[T], Any], items: Iterable[T]) -> list[Any]:
     """
     items = list(items)
     workers = min(pool_workers(), len(items))
-    if workers <= 1:
-        return [fn(x) for x in items]
+    if workers <= 1 or threading.current_thread().name.startswith(_PREFIX):
+        return [fn(x) for x in items]  # (from a worker: its helpers could wait behind it in the pool)
     results: list[Any] = [None] * len(items)
     errors: list[BaseException] = []
     order = iter(range(len(items)))
