@@ -118,11 +118,17 @@ def test_batch_preprocess_equals_the_image_processor_bit_for_bit(tiny_encoder, m
     """The batched rescale + normalisation gives exactly the processor's own pixel values (sizes,
     aspect ratios and a grey image), and a processor configured otherwise is called as it is."""
     rng = np.random.default_rng(7)
-    imgs = [Image.fromarray((rng.random((h, w, 3)) * 255).astype("uint8")) for h, w in ((37, 90), (64, 64), (120, 41))]
+    sizes = [(37, 90), (64, 64), (120, 41), (33, 32), (32, 33), (31, 200), (401, 77), (95, 96), (96, 95)]
+    sizes += [tuple(rng.integers(8, 300, 2)) for _ in range(40)]
+    imgs = [Image.fromarray((rng.random((h, w, 3)) * 255).astype("uint8")) for h, w in sizes]
     imgs.append(Image.fromarray((rng.random((50, 70)) * 255).astype("uint8")).convert("RGB"))
     want = tiny_encoder.processor(images=imgs, return_tensors="pt")["pixel_values"]
     got = tiny_encoder.preprocess(imgs)
     assert got.dtype == want.dtype and torch.equal(got, want)
+    grey = [im.convert("L") for im in imgs[:3]]  # not RGB: through the processor
+    assert torch.equal(tiny_encoder.preprocess(grey), tiny_encoder.processor(images=grey, return_tensors="pt")["pixel_values"])
+    from calibclip.backends.hf_clip import _crop_plan
+    assert _crop_plan(tiny_encoder.processor) is not None  # the direct path was the one tested above
     monkeypatch.setattr(tiny_encoder.processor, "do_normalize", False)
     want = tiny_encoder.processor(images=imgs, return_tensors="pt")["pixel_values"]
     assert torch.equal(tiny_encoder.preprocess(imgs), want)

@@ -38,6 +38,47 @@ def additive_mask(attention_mask: torch.Tensor | None, key_mask: torch.Tensor | 
     return mask.masked_fill(blocked, torch.finfo(dtype).min)
 
 
+def _crop_plan(proc: Any) -> tuple[int, int, int, int] | None:
+    """(shortest edge, crop height, crop width, resample) when ``proc`` is the standard CLIP image
+    pipeline (resize the shortest edge, centre-crop inside it, no padding), else None."""
+    size, crop = getattr(proc, "size", None), getattr(proc, "crop_size", None)
+    try:
+        short = size.get("shortest_edge") if size is not None else None
+        others = [size.get(k) for k in ("height", "width", "longest_edge", "max_height", "max_width")]
+        ch, cw = (crop.get("height"), crop.get("width")) if crop is not None else (None, None)
+    except AttributeError:
+        return None
+    if not (getattr(proc, "do_resize", False) and getattr(proc, "do_center_crop", False)) \
+            or getattr(proc, "do_pad", None) or getattr(proc, "default_to_square", True) \
+            or not short or any(others) or not ch or not cw or ch > short or cw > short:
+        return None
+    resample = getattr(proc, "resample", None)
+    return (int(short), int(ch), int(cw), int(resample)) if resample is not None else None
+
+
+def _pixel_tables(proc: Any) -> np.ndarray:
+    """(C, 256) float32: each channel's value for every byte, by the processor's own arithmetic
+    (``rescale``: float32(float64(x) · factor); ``normalize``: (x − mean) / std in float32)."""
+    scaled = (np.arange(256, dtype=np.float64) * proc.rescale_factor).astype(np.float32)
+    mean = np.asarray(proc.image_mean, np.float32).reshape(-1)
+    std = np.asarray(proc.image_std, np.float32).reshape(-1)
+    if len(mean) == 1:
+        mean, std = np.repeat(mean, 3), np.repeat(std, 3)
+    return np.stack([(scaled - m) / s for m, s in zip(mean, std)])
+
+
+def _resize_crop(img: Image.Image, short: int, ch: int, cw: int, resample: int) -> np.ndarray:
+    """(ch, cw, 3) uint8: transformers' ``get_resize_output_image_size`` (default_to_square=False),
+    PIL resize and ``center_crop`` of an RGB image."""
+    w, h = img.size
+    lo, hi = (w, h) if w <= h else (h, w)
+    new_short, new_long = short, int(short * hi / lo)
+    new_h, new_w = (new_long, new_short) if w <= h else (new_short, new_long)
+    a = np.asarray(img.resize((new_w, new_h), resample=resample, reducing_gap=None))
+    top, left = (new_h - ch) // 2, (new_w - cw) // 2
+    return a[top:top + ch, left:left + cw]
+
+
 class HFClipEncoder(Encoder):
     """Encoder over a ``transformers.CLIPModel`` with its tokenizer and image processor."""
 
@@ -61,19 +102,29 @@ class HFClipEncoder(Encoder):
 
     # ---- inputs ---------------------------------------------------------------------------
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        """The image processor's pixel values, bit for bit, with its rescale and normalisation done once
-        for the whole batch in torch instead of per image in numpy (~7 % of indexing a small model)."""
+        """The image processor's pixel values, bit for bit, made for the whole batch at once.
+
+        For the standard CLIP pipeline (shortest edge → crop, RGB images) the resize and crop run on
+        the PIL images directly (the processor's own PIL calls, without its numpy round trips);
+        otherwise the processor resizes and crops. The rescale and normalisation are one table
+        lookup per byte (``_pixel_tables``) instead of float arithmetic per image: 76 → 56 ms for
+        32 images of 320x360 px.
+        """
         proc = self.processor
         if not (getattr(proc, "do_rescale", False) and getattr(proc, "do_normalize", False)):
             return proc(images=list(images), return_tensors="pt")["pixel_values"]
-        raw = proc(images=list(images), do_rescale=False, do_normalize=False, return_tensors="pt")["pixel_values"]
-        if raw.dtype != torch.uint8 or raw.ndim != 4:  # a processor that does more than resize and crop
-            return proc(images=list(images), return_tensors="pt")["pixel_values"]
-        # the processor's arithmetic: float32(float64(x) * factor), then (x - mean) / std in float32
-        x = (raw.double() * proc.rescale_factor).float()
-        mean = torch.from_numpy(np.asarray(proc.image_mean, np.float32)).view(1, -1, 1, 1)
-        std = torch.from_numpy(np.asarray(proc.image_std, np.float32)).view(1, -1, 1, 1)
-        return (x - mean) / std
+        plan = _crop_plan(proc)
+        if plan is not None and all(isinstance(im, Image.Image) and im.mode == "RGB" for im in images):
+            raw = np.stack([_resize_crop(im, *plan) for im in images]).transpose(0, 3, 1, 2)  # (B, C, H, W) view
+        else:
+            raw = proc(images=list(images), do_rescale=False, do_normalize=False, return_tensors="np")["pixel_values"]
+        luts = _pixel_tables(proc)
+        if raw.dtype != np.uint8 or raw.ndim != 4 or raw.shape[1] != len(luts):
+            return proc(images=list(images), return_tensors="pt")["pixel_values"]  # more than resize and crop
+        out = np.empty(raw.shape, np.float32)
+        for c, lut in enumerate(luts):
+            np.take(lut, raw[:, c], out=out[:, c])
+        return torch.from_numpy(out)
 
     def tokenize(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """(input_ids, attention_mask) of the texts after OpenAI CLIP's cleaning (``clip_normalize``)."""
