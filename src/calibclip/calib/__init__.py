@@ -35,8 +35,8 @@ from calibclip.calib.rerank import (calibrated_positions, discriminative_matrix,
                                    rerank_candidates, top_k_desc)
 
 __all__ = [
-    "CVEResult", "CalibConfig", "DCCResult", "DCC_MASK_MODES", "calibrated_positions", "cls_patch_attention", "cve_analysis", "cve_weights",
-    "dcc_analysis", "delete_tokens", "discriminative_matrix", "discriminative_scores", "ranking_scores", "dominance_score",
+    "CVEResult", "CalibConfig", "DCCResult", "DCC_MASK_MODES", "calibrated_positions", "cls_patch_attention",
+    "cve_analysis", "cve_weights", "dcc_analysis", "delete_tokens", "discriminative_matrix", "discriminative_scores", "ranking_scores", "dominance_score",
     "eot_attention", "image_feature_set", "image_feature_sets", "local_deviation", "neighbour_mean", "recompute_cls",
     "rerank_candidates", "reweight_cls_attention", "select_general", "target_region", "text_feature_set", "text_feature_sets",
     "top_k_desc", "treatment_weights", "word_token_mask", "word_vocab",

@@ -36,7 +36,7 @@ class CalibratedSims:
         self.q_dcc = np.ascontiguousarray(q_dcc, dtype=np.float32)
         self.g_plain = np.ascontiguousarray(g_plain, dtype=np.float32)
         self.g_cve = np.ascontiguousarray(g_cve, dtype=np.float32)
-        self.g_plain_t: np.ndarray | None = None  # made on first use: only ranking_scores reads it
+        self.g_plain_t: np.ndarray | None = None  # made on first use (calibrated_positions, ranking_scores)
         self.cfg = cfg
         self.shape = (len(self.q_plain), len(self.g_plain))
 

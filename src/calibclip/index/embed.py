@@ -19,9 +19,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from calibclip.cores import usable_cores
 from calibclip.backends.base import Encoder
 from calibclip.calib.features import image_feature_sets
+from calibclip.cores import usable_cores
 from calibclip.images import BadImage, decode_image, file_sha1, iter_image_files
 from calibclip.index.store import EmbeddingStore, FileStat
 from calibclip.oom import Halving
@@ -199,7 +199,8 @@ def embed_into(store: EmbeddingStore, encoder: Encoder, todo: Sequence[FileStat]
     cuda = encoder.device.type == "cuda"
     # pinned host batches let the copy to the GPU overlap with the previous batch's forward pass
     loader = DataLoader(_DecodeDataset(todo), batch_size=batch_size, num_workers=num_workers,
-                        collate_fn=_Collate(encoder.preprocess, [s.path for s in todo]), worker_init_fn=_worker_init if num_workers else None,
+                        collate_fn=_Collate(encoder.preprocess, [s.path for s in todo]),
+                        worker_init_fn=_worker_init if num_workers else None,
                         persistent_workers=False, prefetch_factor=4 if num_workers else None, pin_memory=cuda)
     added, failures = 0, []
     halving = Halving("batch of images", tqdm.write if progress else log.warning)
