@@ -22,10 +22,9 @@ from _common import machine, paired, spread  # noqa: E402  (puts src/ on sys.pat
 
 import numpy as np  # noqa: E402
 
-import calibclip.calib as calib  # noqa: E402
 from calibclip.calib import CalibConfig  # noqa: E402
 from calibclip.eval.metrics import tbpr_metrics  # noqa: E402
-from calibclip.eval.scoring import CalibratedSims, FeatureSims  # noqa: E402
+from calibclip.eval.scoring import CalibratedSims, FeatureSims, FullSortSims  # noqa: E402
 
 
 def unit(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
@@ -55,14 +54,10 @@ def main() -> None:
     q_dcc /= np.linalg.norm(q_dcc, axis=1, keepdims=True)
     cfg = CalibConfig()
     plain_src, calib_src = FeatureSims(q, g), CalibratedSims(q, q_dcc, g, g_cve, cfg)
-    fast, direct = calib.ranking_scores, calib.calibrated_positions
+    former_src = FullSortSims(calib_src)  # the former path: discriminative_scores(..., k=n)
 
     def former() -> dict:
-        del calib.ranking_scores, calib.calibrated_positions  # then read from discriminative_scores(..., k=n)
-        try:
-            return tbpr_metrics(calib_src, q_pids, g_pids)
-        finally:
-            calib.ranking_scores, calib.calibrated_positions = fast, direct
+        return tbpr_metrics(former_src, q_pids, g_pids)
 
     ours_m, former_m = tbpr_metrics(calib_src, q_pids, g_pids), former()
     assert ours_m == former_m, (ours_m, former_m)

@@ -9,7 +9,14 @@ import torch
 import calibclip.calib as calib
 from calibclip.calib import CalibConfig
 from calibclip.eval import metrics as M
-from calibclip.eval.scoring import CalibratedSims
+from calibclip.eval.scoring import CalibratedSims, FullSortSims
+
+
+class _RowsOnly:
+    """A source's score rows without its ``positions`` (ranks then come from ``ranking_scores``' rows)."""
+
+    def __init__(self, src):
+        self.shape, self.rows = src.shape, src.rows
 
 
 def _old_i2t(sims, text_image, ks=(1, 5, 10)):  # the former path: transposed copy, every positive counted
@@ -41,7 +48,7 @@ def test_i2t_without_transposed_copy_equals_former(levels, monkeypatch):
 
 
 @pytest.mark.parametrize("levels", [None, 1])
-def test_calibrated_sims_metrics_equal_former_path(levels, monkeypatch):
+def test_calibrated_sims_metrics_equal_former_path(levels):
     rng = np.random.default_rng(1)
 
     def unit(n):
@@ -56,10 +63,10 @@ def test_calibrated_sims_metrics_equal_former_path(levels, monkeypatch):
     pids_q = rng.integers(0, 10, 80)
     fast = CalibratedSims(q, qd, g, gc, cfg)
     got = (M.tbpr_metrics(fast, pids_q, pids_g), M.ranks_for(fast, pids_q[:, None] * 4))
-    monkeypatch.delattr(calib, "calibrated_positions")  # the score-rows path: ranking_scores
-    rows = (M.tbpr_metrics(fast, pids_q, pids_g), M.ranks_for(fast, pids_q[:, None] * 4))
-    monkeypatch.delattr(calib, "ranking_scores")  # the former path: discriminative_scores(k=n) pseudo-scores
-    want = (M.tbpr_metrics(fast, pids_q, pids_g), M.ranks_for(fast, pids_q[:, None] * 4))
+    by_rows = _RowsOnly(fast)  # the score-rows path: ranking_scores
+    rows = (M.tbpr_metrics(by_rows, pids_q, pids_g), M.ranks_for(by_rows, pids_q[:, None] * 4))
+    former = FullSortSims(fast)  # the former path: discriminative_scores(k=n) pseudo-scores
+    want = (M.tbpr_metrics(former, pids_q, pids_g), M.ranks_for(former, pids_q[:, None] * 4))
     assert got[0] == rows[0] == want[0]
     np.testing.assert_array_equal(got[1], want[1])
     np.testing.assert_array_equal(rows[1], want[1])
@@ -94,8 +101,8 @@ def test_calibrated_positions_equal_score_rows_with_exclusion(levels, disc_sim, 
         monkeypatch.setattr(cores, "pool_workers", lambda w=workers: w)
         monkeypatch.setattr(calib.rerank, "pool_workers", lambda w=workers: w)
         got.append([M.ranks_for(fast, few, exclude=ref), M.ranks_for(fast, many), M.ranks_for(fast, few)])
-    monkeypatch.delattr(calib, "calibrated_positions")  # ranks from ranking_scores' score rows
-    want = [M.ranks_for(fast, few, exclude=ref), M.ranks_for(fast, many), M.ranks_for(fast, few)]
+    by_rows = _RowsOnly(fast)  # ranks from ranking_scores' score rows
+    want = [M.ranks_for(by_rows, few, exclude=ref), M.ranks_for(by_rows, many), M.ranks_for(by_rows, few)]
     for g1 in got:
         for a, b in zip(g1, want):
             np.testing.assert_array_equal(a, b)

@@ -16,7 +16,7 @@ from calibclip.data import ComposedQuery, ComposedSet, fingerprint
 from calibclip.eval import metrics as M
 from calibclip.eval.report import append_markdown, results_table
 from calibclip.eval.runner import EvalSpec, _submission, evaluate, submission_paths
-from calibclip.eval.scoring import CalibratedSims, FeatureSims
+from calibclip.eval.scoring import CalibratedSims, FeatureSims, FullSortSims
 
 def png(path: Path, color: int = 0) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -178,7 +178,7 @@ def test_calibrated_sims_follow_discriminative_order(monkeypatch):
     q = np.array([[1.0, 0.0]], np.float32)
     g = np.array([[0.9, 0.1], [0.5, 0.5], [0.1, 0.9]], np.float32)
     cve = np.array([[0.0, 0.0], [2.0, 0.0], [0.0, 0.0]], np.float32)
-    src = CalibratedSims(q, q, g, cve, 1.0)  # s = [.9, .5 + 2, .1] → order 1, 0, 2
+    src = FullSortSims(CalibratedSims(q, q, g, cve, 1.0))  # s = [.9, .5 + 2, .1] → order 1, 0, 2
     assert src.rows(0, 1).tolist() == [[2.0, 3.0, 1.0]]
     assert M.ranks_for(src, np.array([[1]])).tolist() == [[0]]
 

@@ -41,7 +41,7 @@ class PositionSource(RowSource, Protocol):
     """A row source that also gives the 0-based positions of given items in its rows' rankings directly
     (same tie rule), cheaper than ranking from score rows; ``ranks_for`` uses it."""
 
-    def positions(self, start: int, stop: int, items: np.ndarray) -> np.ndarray | None: ...
+    def positions(self, start: int, stop: int, items: np.ndarray) -> np.ndarray: ...
 
 
 Scores = np.ndarray | torch.Tensor | RowSource
@@ -116,9 +116,7 @@ def ranks_for(sims: Scores, positives: np.ndarray | torch.Tensor | Sequence,
     positives = _np(positives).astype(np.int64).reshape(m, -1)
     ex = None if exclude is None else _np(exclude).astype(np.int64).reshape(m)
     if isinstance(sims, PositionSource):
-        direct = _ranks_from_positions(sims, positives, ex)
-        if direct is not None:
-            return direct
+        return _ranks_from_positions(sims, positives, ex)
     p = positives.shape[1]
     chunk = 256 if p > SORT_ABOVE_POSITIVES else _chunk_rows(n, p)
     out = np.empty((m, p), dtype=np.int64)
@@ -129,15 +127,12 @@ def ranks_for(sims: Scores, positives: np.ndarray | torch.Tensor | Sequence,
     return out
 
 
-def _ranks_from_positions(sims: PositionSource, positives: np.ndarray, ex: np.ndarray | None) -> np.ndarray | None:
+def _ranks_from_positions(sims: PositionSource, positives: np.ndarray, ex: np.ndarray | None) -> np.ndarray:
     """``ranks_for`` read from ``sims.positions``; an excluded item moves to the very bottom (as ``_exclude``
-    does with -inf): it ranks n-1 and the items it was above move up one. None if the source declines."""
+    does with -inf): it ranks n-1 and the items it was above move up one."""
     m, n = sims.shape
     items = positives if ex is None else np.concatenate([positives, ex[:, None]], axis=1)
-    got = sims.positions(0, m, items)
-    if got is None:
-        return None
-    r = np.asarray(got, dtype=np.int64)
+    r = np.asarray(sims.positions(0, m, items), dtype=np.int64)
     if ex is None:
         return r
     r, r_ex = r[:, :-1], r[:, -1:]

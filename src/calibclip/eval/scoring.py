@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 import numpy as np
@@ -25,9 +24,9 @@ class CalibratedSims:
 
     Its ranking (plain top-K candidates re-ranked by s0 + λ·cos(t̃, ṽ), the rest below in plain order)
     comes as scores whose descending order under the metrics' tie rule is exactly that ranking:
-    ``calib.ranking_scores`` (one product per block, no sort of whole rows). A ``calibclip.calib``
-    without it is read through ``discriminative_scores(..., k=n)`` as strictly decreasing
-    pseudo-scores n, n-1, …, 1.
+    ``calib.ranking_scores`` (one product per block, no sort of whole rows). The metrics read the
+    ground truth's positions without score rows (``positions``). ``FullSortSims`` is the former,
+    slow form of the same ranking, kept as the reference both are checked against.
     """
 
     def __init__(self, q_plain: np.ndarray, q_dcc: np.ndarray, g_plain: np.ndarray, g_cve: np.ndarray,
@@ -45,28 +44,35 @@ class CalibratedSims:
             self.g_plain_t = np.ascontiguousarray(self.g_plain.T)
         return self.g_plain_t
 
-    def positions(self, start: int, stop: int, items: np.ndarray) -> np.ndarray | None:
+    def positions(self, start: int, stop: int, items: np.ndarray) -> np.ndarray:
         """Positions of ``items`` (rows start:stop; -1 = padding) in the CalibCLIP ranking
-        (``calib.calibrated_positions``: no score rows made); None without it (``rows`` then)."""
-        calib = importlib.import_module("calibclip.calib")
-        calibrated_positions = getattr(calib, "calibrated_positions", None)
-        if calibrated_positions is None:
-            return None
+        (``calib.calibrated_positions``: no score rows made)."""
+        from calibclip.calib import calibrated_positions  # lazy: plain evaluation never imports calib
         return calibrated_positions(self.q_plain[start:stop], self.q_dcc[start:stop], self.g_plain, self.g_cve,
                                     self.cfg, items, g_plain_t=self._g_t())
 
     def rows(self, start: int, stop: int) -> np.ndarray:
-        calib = importlib.import_module("calibclip.calib")  # the module as loaded (lazy: eval need not import it)
-        ranking_scores = getattr(calib, "ranking_scores", None)
-        if ranking_scores is not None:
-            return ranking_scores(self.q_plain[start:stop], self.q_dcc[start:stop], self.g_plain, self.g_cve,
-                                  self.cfg, g_plain_t=self._g_t())
-        n = self.shape[1]
-        _, order = calib.discriminative_scores(self.q_plain[start:stop], self.q_dcc[start:stop], self.g_plain,
-                                               self.g_cve, self.cfg, n)
-        order = np.asarray(order.cpu() if hasattr(order, "cpu") else order, dtype=np.int64)
+        from calibclip.calib import ranking_scores
+        return ranking_scores(self.q_plain[start:stop], self.q_dcc[start:stop], self.g_plain, self.g_cve,
+                              self.cfg, g_plain_t=self._g_t())
+
+
+class FullSortSims:
+    """The ranking of a ``CalibratedSims`` read through ``discriminative_scores(..., k=n)``, which sorts
+    every whole row, as strictly decreasing pseudo-scores n, n-1, …, 1: the former, slow path, kept
+    as the reference the fast paths are checked against (tests, ``benchmarks/calib_eval.py``)."""
+
+    def __init__(self, sims: CalibratedSims) -> None:
+        self.sims = sims
+        self.shape = sims.shape
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        from calibclip.calib import discriminative_scores
+        s, n = self.sims, self.shape[1]
+        _, order = discriminative_scores(s.q_plain[start:stop], s.q_dcc[start:stop], s.g_plain, s.g_cve, s.cfg, n)
         out = np.zeros((stop - start, n), dtype=np.float32)  # items missing from the ranking (if any) go last
-        np.put_along_axis(out, order, np.arange(n, n - order.shape[1], -1, dtype=np.float32)[None, :], axis=1)
+        np.put_along_axis(out, np.asarray(order, dtype=np.int64),
+                          np.arange(n, n - order.shape[1], -1, dtype=np.float32)[None, :], axis=1)
         return out
 
 
