@@ -177,25 +177,27 @@ def candidate_disc(q_dcc: np.ndarray, g_cve: np.ndarray, cand: np.ndarray) -> np
 def gallery_product(queries: np.ndarray, vectors: np.ndarray) -> np.ndarray:
     """queries @ vectors.T for a search; few queries on many rows: row slices on parallel threads.
 
-    Meant to run under ``search_blas`` (one BLAS thread for few queries): a gallery of at least
-    ``SPLIT_ROWS`` rows is then split over the usable cores, one one-thread product per slice
-    (numpy releases the GIL), each score the same dot product.
+    Runs under ``search_blas`` (one BLAS thread for few queries, so no spinning BLAS pool is left
+    behind to slow the next text pass): a gallery of at least ``SPLIT_ROWS`` rows is then split
+    over the usable cores, one one-thread product per slice (numpy releases the GIL), each score
+    the same dot product.
     """
-    n = len(vectors)
-    if len(queries) > SINGLE_THREAD_ROWS or n < SPLIT_ROWS:
-        return queries @ vectors.T
-    workers = min(4, pool_workers())
-    if workers == 1:
-        return queries @ vectors.T
-    cuts = np.linspace(0, n, workers + 1).astype(np.int64)
-    out = np.empty((len(queries), n), np.float32)
+    with search_blas(len(queries)):
+        n = len(vectors)
+        if len(queries) > SINGLE_THREAD_ROWS or n < SPLIT_ROWS:
+            return queries @ vectors.T
+        workers = min(4, pool_workers())
+        if workers == 1:
+            return queries @ vectors.T
+        cuts = np.linspace(0, n, workers + 1).astype(np.int64)
+        out = np.empty((len(queries), n), np.float32)
 
-    def part(i: int) -> None:
-        a, b = cuts[i], cuts[i + 1]
-        np.matmul(queries, vectors[a:b].T, out=out[:, a:b])
+        def part(i: int) -> None:
+            a, b = cuts[i], cuts[i + 1]
+            np.matmul(queries, vectors[a:b].T, out=out[:, a:b])
 
-    parallel_map(part, range(workers))
-    return out
+        parallel_map(part, range(workers))
+        return out
 
 
 def _chunk(n: int, width: int) -> int:
@@ -220,18 +222,16 @@ def discriminative_scores(q_plain: np.ndarray, q_dcc: np.ndarray, g_plain: np.nd
     step = _chunk(n, big_k * g_plain.shape[1] if n else 1)
     for a in range(0, m, step):
         b = min(m, a + step)
-        with search_blas(b - a):  # no spinning BLAS pool left behind to slow the next text pass
-            s0 = gallery_product(q_plain[a:b], g_plain)
+        s0 = gallery_product(q_plain[a:b], g_plain)
         if not cfg.disc_sim or k == 0:
-            top = top_k_desc(s0, k)
-            ids[a:b], scores[a:b] = top, np.take_along_axis(s0, top, 1)
+            ids[a:b], scores[a:b] = top_k_scored(s0, k)
             continue
-        cand = top_k_desc(s0, max(k, big_k))
+        cand, cand_s = top_k_scored(s0, max(k, big_k))
         head = cand[:, :big_k]
         disc = candidate_disc(q_dcc[a:b], g_cve, head)
         head_ids, head_s = rerank_candidates(s0, head, disc, cfg.lam)
         all_ids = np.concatenate([head_ids, cand[:, big_k:]], axis=1)[:, :k]
-        all_s = np.concatenate([head_s, np.take_along_axis(s0, cand[:, big_k:], 1)], axis=1)[:, :k]
+        all_s = np.concatenate([head_s, cand_s[:, big_k:]], axis=1)[:, :k]
         ids[a:b], scores[a:b] = all_ids, all_s
     return scores, ids
 

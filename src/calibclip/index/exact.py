@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from calibclip.blas import search_blas
 from calibclip.calib.rerank import gallery_product, top_k_scored
 from calibclip.cores import torch_threads
 
@@ -53,9 +52,7 @@ def exact_search(vectors: np.ndarray, queries: np.ndarray, k: int, spare_torch: 
 def _block(vectors: np.ndarray, queries: np.ndarray, k: int, spare_torch: bool) -> tuple[np.ndarray, np.ndarray]:
     """(positions, scores) of the top k for one block of queries."""
     if spare_torch:
-        with search_blas(len(queries)):
-            s = gallery_product(queries, vectors)
-        return top_k_scored(s, k)
+        return top_k_scored(gallery_product(queries, vectors), k)
     s = queries @ vectors.T
     if len(queries) == 1:  # one row runs on one torch thread anyway
         return top_k_scored(s, k)
