@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from calibclip.backends.base import Encoder
 from calibclip.calib.features import image_feature_sets
-from calibclip.cores import usable_cores
+from calibclip.cores import torch_threads, usable_cores
 from calibclip.images import BadImage, decode_image, file_sha1, iter_image_files
 from calibclip.index.store import EmbeddingStore, FileStat
 from calibclip.oom import Halving
@@ -260,12 +260,8 @@ def index_folder(store: EmbeddingStore, folder: str | Path, encoder: Encoder, ba
     todo, unchanged, gone = plan(store, stats, verify=verify)
     removed = store.remove(gone) if gone else 0
     workers, threads = thread_plan(num_workers=num_workers)
-    before = torch.get_num_threads()
-    torch.set_num_threads(min(before, threads))  # never more than asked for by the caller
-    try:
+    with torch_threads(min(torch.get_num_threads(), threads)):  # never more than asked for by the caller
         added, failures = embed_into(store, encoder, todo, batch_size, workers, dtype, progress)
-    finally:
-        torch.set_num_threads(before)
     return IndexSummary(added=added, unchanged=unchanged, removed=removed, links_skipped=links,
                         failed=[(s.path, r) for s, r in failures], seconds=time.perf_counter() - start)
 
