@@ -51,20 +51,6 @@ def _np(x: np.ndarray | torch.Tensor) -> np.ndarray:
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
-class Transposed:
-    """Column view of a similarity matrix as a row source (image→text from a text×image matrix)."""
-
-    def __init__(self, sims: np.ndarray | torch.Tensor) -> None:
-        if isinstance(sims, RowSource):
-            raise TypeError("pass a transposed RowSource to i2t_metrics instead of Transposed(<RowSource>)")
-        self.sims = sims
-        m, n = sims.shape
-        self.shape = (n, m)
-
-    def rows(self, start: int, stop: int) -> np.ndarray:
-        return np.ascontiguousarray(_np(self.sims[:, start:stop]).T)
-
-
 def _block(sims: Scores, start: int, stop: int) -> np.ndarray:
     out = sims.rows(start, stop) if isinstance(sims, RowSource) else sims[start:stop]
     return np.ascontiguousarray(_np(out), dtype=np.float32)
