@@ -33,6 +33,14 @@ def machine() -> str:
     return f"{cpu}, {cores} usable cores, load {load:.2f}, Python {platform.python_version()}"
 
 
+def unit(rng, n: int, d: int):
+    """(n, d) float32 random rows of unit length drawn from ``rng`` (a numpy Generator)."""
+    import numpy as np  # here, so the scripts that need no numpy do not load it
+
+    x = rng.standard_normal((n, d), dtype=np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
 def seconds(fn: Callable[[], object], inner: int = 1) -> float:
     """Wall seconds of ``inner`` calls of ``fn``, divided by ``inner``."""
     t0 = time.perf_counter()

@@ -18,18 +18,13 @@ from __future__ import annotations
 import argparse
 import statistics
 
-from _common import machine, paired, spread  # noqa: E402  (puts src/ on sys.path)
+from _common import machine, paired, spread, unit  # noqa: E402  (puts src/ on sys.path)
 
 import numpy as np  # noqa: E402
 
 from calibclip.calib import CalibConfig  # noqa: E402
 from calibclip.eval.metrics import tbpr_metrics  # noqa: E402
 from calibclip.eval.scoring import CalibratedSims, FeatureSims, FullSortSims  # noqa: E402
-
-
-def unit(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
-    x = rng.standard_normal((n, d), dtype=np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from _common import machine, paired, ratio_line, spread  # noqa: E402  (puts src/ on sys.path)
+from _common import machine, paired, ratio_line, spread, unit  # noqa: E402  (puts src/ on sys.path)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -33,11 +33,6 @@ from calibclip.index.index import prepare_store  # noqa: E402
 from calibclip.index.store import FileStat  # noqa: E402
 
 from calib_overhead import QUERIES, base_like_encoder  # noqa: E402
-
-
-def unit(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
-    x = rng.standard_normal((n, d), dtype=np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
 def make_index(root: Path, enc, n: int, shard_rows: int = 64) -> Index:
