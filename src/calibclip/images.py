@@ -95,12 +95,6 @@ def open_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
     return decode_image(data, str(path), max_pixels)
 
 
-def read_with_hash(path: str | Path) -> tuple[bytes, str]:
-    """File bytes and their SHA-1 (hex)."""
-    data = Path(path).read_bytes()
-    return data, hashlib.sha1(data).hexdigest()
-
-
 def file_sha1(path: str | Path) -> str:
     """SHA-1 (hex) of a file's bytes, read in chunks."""
     with open(path, "rb") as fh:

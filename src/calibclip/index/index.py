@@ -329,10 +329,16 @@ class Index:
         if z is None:
             return [None] * len(q)
         sample = sample_positions(len(self))
-        scores = q @ self.embeddings("plain")[sample].T
+        whole = len(sample) == len(self)  # every item (galleries up to SAMPLE): the rows as they are, no copy
+
+        def rows(name: str) -> np.ndarray:
+            g = self.embeddings(name)
+            return g if whole else g[sample]
+
+        scores = q @ rows("plain").T
         cfg = self.encoder.calibration if "dcc" in feats else None
         if cfg is not None and cfg.disc_sim:
-            g_cve = self.embeddings("cve" if "cve" in self.store.feature_sets() else "plain")[sample]
+            g_cve = rows("cve" if self.has_feature_set("cve") else "plain")
             scores = scores + cfg.lam * (np.atleast_2d(np.asarray(feats["dcc"], np.float32)) @ g_cve.T)
         return [float(t) for t in thresholds(scores, z)]
 
@@ -342,10 +348,10 @@ class Index:
         p = Path(path).expanduser()
         row = self.store.conn.execute("SELECT id FROM items WHERE path=?", (str(p.resolve()),)).fetchone()
         if row is None and p.is_file():
-            from calibclip.images import read_with_hash
+            from calibclip.images import file_sha1
 
             row = self.store.conn.execute("SELECT id FROM items WHERE sha1=? ORDER BY id",
-                                          (read_with_hash(p)[1],)).fetchone()
+                                          (file_sha1(p),)).fetchone()
         return None if row is None else int(row[0])
 
     def check_query(self, text: str) -> str:
