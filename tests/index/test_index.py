@@ -164,3 +164,23 @@ def test_calibrated_index_accepts_new_query_knobs_but_not_new_cve(tmp_path, tiny
             index.search("a red car", k=3)
     finally:
         tiny_encoder.calibration = None
+
+
+def test_writer_reserves_shards_by_an_index_readers_never_write(tmp_path):
+    """The per-batch MAX(shard) reads an index (not every row); a writer adds it to an older index,
+    a reader leaves that index's file untouched."""
+    root = tmp_path / "idx"
+    store = EmbeddingStore(root, create=True, writer=True)
+    store.conn.execute("DROP INDEX items_shard")  # as an index written before it existed
+    store.close()
+    before = (root / "meta.sqlite").read_bytes()
+    reader = EmbeddingStore(root)
+    assert reader.conn.execute("SELECT name FROM sqlite_master WHERE type='index' AND name='items_shard'"
+                               ).fetchone() is None
+    reader.close()
+    assert (root / "meta.sqlite").read_bytes() == before
+    writer = EmbeddingStore(root, writer=True)
+    plan = " ".join(r[-1] for r in writer.conn.execute("EXPLAIN QUERY PLAN SELECT MAX(shard) FROM items"))
+    assert "items_shard" in plan, plan
+    assert writer.next_shard() == 0 and writer.next_shard() == 1
+    writer.close()

