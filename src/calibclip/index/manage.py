@@ -47,8 +47,7 @@ def describe(root: str | Path) -> dict[str, Any]:
                    "recall10": ann.get("recall10", 1.0 if ann.get("kind") == "flat" else None),
                    "queries": ann.get("queries"),
                    "stale": ann.get("kind") != "flat" and ann.get("fingerprint") != ids_fingerprint(ids)}
-        # the model fingerprint is recorded by newer versions of the store; read it only when present
-        fingerprint = next((info[k] for k in ("model_fingerprint", "model_sha", "fingerprint") if info.get(k)), None)
+        fingerprint = info.get("model_fingerprint") or None  # indexes from before fingerprints have none
         return {"path": str(root.resolve()), "folder": info.get("folder"), "model": info.get("model"),
                 "model_fingerprint": fingerprint, "items": len(rows), "skipped": len(store.failures()),
                 "dim": int(info["dim"]) if info.get("dim") else None, "dtype": info.get("dtype"),
@@ -82,10 +81,12 @@ def remove(root: str | Path, paths: Iterable[str | Path]) -> RemoveReport:
     report = RemoveReport()
     try:
         known = [r[1] for r in store.rows()]
+        indexed = set(known)
         gone: list[str] = []
         for arg in paths:
             p = str(Path(arg).expanduser().resolve())
-            hit = [k for k in known if k == p or k.startswith(p.rstrip(os.sep) + os.sep)]
+            # an indexed file, else a folder: every item under it
+            hit = [p] if p in indexed else [k for k in known if k.startswith(p.rstrip(os.sep) + os.sep)]
             (gone.extend(hit) if hit else report.not_found.append(str(arg)))
         gone = list(dict.fromkeys(gone))
         if not gone:
