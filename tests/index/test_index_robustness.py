@@ -82,6 +82,24 @@ def test_second_writer_fails_at_once_or_waits_while_readers_read(tmp_path, tiny_
         holder.kill()
 
 
+def test_rm_waits_for_a_running_writer(tmp_path, tiny_encoder, capfd):
+    from calibclip.index.manage import remove
+
+    paths = _write_images(tmp_path / "photos", 3)
+    _build(tmp_path / "photos", tiny_encoder, tmp_path / "p.idx")
+    holder = _hold_lock(tmp_path / "p.idx", 1.5)
+    try:
+        capfd.readouterr()
+        t0 = time.perf_counter()
+        report = remove(tmp_path / "p.idx", [paths[0]])  # waits for the lock, then removes
+        assert time.perf_counter() - t0 > 0.5 and holder.wait(timeout=30) == 0
+        assert "waiting for it to finish" in capfd.readouterr().err
+        assert report.removed == [str(Path(paths[0]).resolve())]
+        assert len(Index.open(tmp_path / "p.idx", tiny_encoder)) == 2
+    finally:
+        holder.kill()
+
+
 @pytest.mark.slow
 def test_two_indexer_processes_give_every_image_its_own_vector(tmp_path, tiny_model_dir, tiny_encoder):
     folder = tmp_path / "photos"

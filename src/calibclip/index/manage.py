@@ -73,11 +73,12 @@ def remove(root: str | Path, paths: Iterable[str | Path]) -> RemoveReport:
     A removed file that still exists is recorded as skipped, with its size and mtime, so the next
     ``calibclip index`` leaves it out unless it changes. The approximate index, if any, is rebuilt
     with its recorded settings (or, when that is impossible, left stale: search is then exact).
+    Holds the index's writer lock, so it waits for a running ``calibclip index`` (with a message).
     """
     from calibclip.errors import UserError
     from calibclip.index.ann import build_store_ann
 
-    store = EmbeddingStore(root)
+    store = EmbeddingStore(root, writer=True)
     report = RemoveReport()
     try:
         known = [r[1] for r in store.rows()]
