@@ -15,7 +15,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from fastapi import FastAPI, File, Form, Query, Request, Security, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -268,9 +267,7 @@ def create_app(index_path: str | Path, encoder: Any = None, phi: Any = None, api
             def by_id(s: Snapshot) -> tuple:
                 if id not in s.id_to_pos:
                     raise ImageRefused(404, f"no image with id {id} in the index")
-                vec = s.index.embeddings()[s.id_to_pos[id]][None]
-                scores, pos = s.index.search_vectors(np.asarray(vec, np.float32), depth, spare_torch=True)
-                return s, s.index._hits(scores[0], pos[0])
+                return s, s.index.search_image(s.index.embeddings()[s.id_to_pos[id]], k=depth)
 
             result, warns = searcher.call(by_id)
         else:
