@@ -293,7 +293,7 @@ def create_app(index_path: str | Path, encoder: Any = None, phi: Any = None, api
         img = reference(image, id)
         result, warns = searcher.call(lambda s: (s, s.index.search_composed(
             img, text, searcher.phi, k=offset + k, prompt=cfg.prompt,
-            **({} if id is None or keep_reference else {"exclude": (id,)}))), calib=calib)
+            exclude=() if id is None or keep_reference else (id,))), calib=calib)
         return answer("composed", result, warns, t0, k, offset, text=text, calib=calib, id=id)
 
     @app.get("/images/{image_id}", tags=["images"],
