@@ -24,6 +24,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
+from calibclip.data.schema import unencodable
 from calibclip.errors import UserError
 from calibclip.images import BadImage, decode_image, open_image
 from calibclip.serve.batching import TextBatcher
@@ -163,7 +164,7 @@ def create_app(index_path: str | Path, encoder: Any = None, phi: Any = None, api
 
     def check_text(text: str, what: str) -> str:
         # checked here, before batching: a query the tokenizer cannot take must fail alone, as a 422
-        bad = _unencodable(text)
+        bad = unencodable(text)
         if bad is not None:
             raise ApiError(422, f"{what} has an unpaired surrogate ({bad}); send valid Unicode text",
                            "invalid_text")
@@ -326,15 +327,6 @@ def create_app(index_path: str | Path, encoder: Any = None, phi: Any = None, api
                                    swagger_favicon_url="/docs/assets/favicon.png")
 
     return app
-
-
-def _unencodable(text: str) -> str | None:
-    """Where ``text`` cannot be encoded as UTF-8 (a lone surrogate such as ``"\\ud800"``), else None."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        return f"{text[exc.start]!r} at position {exc.start}"
-    return None
 
 
 def _swagger_assets() -> Path | None:
