@@ -14,7 +14,9 @@ from calibclip.errors import UserError
 def not_an_index(path: Path) -> str:
     """What to do when INDEX is not an index: a folder of images gets its index written beside it, never inside."""
     if path.is_dir():
-        idx = path.resolve().with_name(path.resolve().name + ".idx")
+        from calibclip.index import default_index_path
+
+        idx = default_index_path(path.resolve())
         return (f"{path}: a folder, not a calibclip index; index it first with `calibclip index {path} --out "
                 f"{idx}`, then run `calibclip serve {idx}`.")
     return f"{path}: not a calibclip index (no such folder); build one with `calibclip index FOLDER --out {path}`."
