@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from calibclip.cli.common import console, err_console
+from calibclip.cli.common import console, err_console, escape
 from calibclip.errors import UserError
 
 INDEX_ARG = typer.Argument(..., metavar="INDEX", help="Index folder built by `calibclip index` (or by "
@@ -31,8 +31,6 @@ def info_cmd(index_path: Path = INDEX_ARG,
              as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """What an index holds: model, items, dimensions, dtype, calibration, search index and its recall, size."""
     import json
-
-    from rich.markup import escape
 
     from calibclip.index.manage import describe
 
