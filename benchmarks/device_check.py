@@ -28,7 +28,6 @@ Writes ``device_check.json`` and ``device_check.md`` to ``--out``. Parts whose p
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import json
 import os
@@ -334,27 +333,9 @@ def part_eval(dim: int, sz: Sizes, device: torch.device) -> dict[str, Any]:
             "calib_R@1": out[True]["t2i_R@1"]}
 
 
-def rtd_amp(enc: HFClipEncoder, mode: str) -> tuple[Callable[[], Any], torch.amp.GradScaler | None, str]:
-    """(autocast factory, GradScaler or None, how it was obtained) for ``mode`` in off|fp16|bf16.
-
-    Uses ``RTDConfig.amp`` as the string "off"|"fp16"|"bf16" with the trainer's ``autocast_for``; with
-    an older boolean ``amp`` it builds the same autocast itself (the bool API cannot force fp16).
-    """
-    from calibclip.cir.precision import autocast_for
-    from calibclip.cir.rtd import RTDConfig
-
-    if mode == "off":
-        return contextlib.nullcontext, None, "fp32"
-    if isinstance(RTDConfig().amp, str):
-        factory, scaler = autocast_for(enc.device, RTDConfig(amp=mode).amp)  # the trainers' own rule
-        return factory, scaler, "RTDConfig.amp"
-    dtype = torch.float16 if mode == "fp16" else torch.bfloat16
-    return ((lambda: torch.autocast(enc.device.type, dtype=dtype)),
-            torch.amp.GradScaler("cuda") if mode == "fp16" else None, "manual (RTDConfig.amp is a bool here)")
-
-
 def part_rtd(enc: HFClipEncoder, sz: Sizes) -> dict[str, Any]:
     from calibclip.cir import build_phi
+    from calibclip.cir.precision import autocast_for
     from calibclip.cir.rtd import RTDConfig, Triplet, make_trainable_tower, rtd_loss
     from calibclip.cir.rtd.train import BatchOrder, make_optimizer, optimisation_step
 
@@ -376,7 +357,7 @@ def part_rtd(enc: HFClipEncoder, sz: Sizes) -> dict[str, Any]:
         if mode == "bf16" and not torch.cuda.is_bf16_supported():
             rows[mode] = {"skipped": "this GPU has no bf16"}
             continue
-        autocast, scaler, source = rtd_amp(enc, mode)
+        autocast, scaler = autocast_for(enc.device, mode)  # the trainers' rule for RTDConfig.amp = mode
         losses, times, peaks = [], [], []
         for _ in range(sz.repeats + 1):  # first = warm-up; every step starts from the same weights and batch
             base.load_state_dict(init)
@@ -392,7 +373,7 @@ def part_rtd(enc: HFClipEncoder, sz: Sizes) -> dict[str, Any]:
             peaks.append(torch.cuda.max_memory_allocated(enc.device) / 2**20 if cuda else None)
         t = times[1:]
         rows[mode] = {"loss": losses[-1], "step_s": {"min": min(t), "median": float(np.median(t)), "max": max(t)},
-                      "peak_mib": peaks[-1], "autocast_from": source}
+                      "peak_mib": peaks[-1], "autocast_from": "fp32" if mode == "off" else "RTDConfig.amp"}
     ref = rows["off"]["loss"]
     for mode in ("fp16", "bf16"):
         if "loss" in rows[mode]:

@@ -9,4 +9,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" exec python3 benchmarks/device_check.py "$@"
+# device_check.py puts src/ first on its sys.path and on the PYTHONPATH of the cuda-test subprocess
+exec python3 benchmarks/device_check.py "$@"

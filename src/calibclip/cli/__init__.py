@@ -30,7 +30,7 @@ def _show_version(value: bool) -> None:
 @app.callback()
 def _root(version: bool = typer.Option(False, "--version", "-V", is_eager=True, callback=_show_version,
                                        help="Print the version and exit.")) -> None:
-    """calibclip: search images with text (CLIP, CalibCLIP, composed retrieval, evaluation)."""
+    pass
 
 
 app.command("index")(user_errors(index.index_cmd))

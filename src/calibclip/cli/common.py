@@ -18,7 +18,6 @@ import typer
 import typer.core
 from rich.console import Console
 from rich.markup import escape
-from rich.text import Text
 
 from calibclip.errors import UserError
 
@@ -149,13 +148,12 @@ def shipped_or_path(path: Path | None, flag: str) -> Path | None:
     return path
 
 
-def print_hits(hits: list, as_json: bool, title: "str | Text", paths_only: bool = False, table: bool | None = None,
+def print_hits(hits: list, as_json: bool, title: str, paths_only: bool = False, table: bool | None = None,
                title_markup: bool = False) -> None:
     """Print hits: JSON (path, score, rank, id), bare paths, a rich table on a terminal (or when
     ``table``), else tab-separated ``score<TAB>path`` lines that pipe cleanly into other tools.
 
-    ``title`` is plain text unless ``title_markup`` (the caller escaped what it took from users);
-    a rich ``Text`` keeps its styles."""
+    ``title`` is plain text unless ``title_markup`` (the caller escaped what it took from users)."""
     if as_json:
         import json
 
@@ -169,10 +167,9 @@ def print_hits(hits: list, as_json: bool, title: "str | Text", paths_only: bool 
         for h in hits:
             typer.echo(f"{h.score:.4f}\t{h.path}")
         return
-    from rich.markup import escape
     from rich.table import Table
 
-    grid = Table(title=title if (title_markup or not isinstance(title, str)) else escape(title), title_justify="left")
+    grid = Table(title=title if title_markup else escape(title), title_justify="left")
     grid.add_column("rank", justify="right")
     grid.add_column("score", justify="right")
     grid.add_column("path", overflow="fold")

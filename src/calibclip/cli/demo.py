@@ -32,7 +32,6 @@ def demo_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the final summary."),
 ) -> None:
     """Offline demo on the shipped synthetic world: index, text/person/composed queries, HTML page, eval table."""
-    from rich.markup import escape
     from rich.table import Table
 
     from calibclip.demo import results_rows, run_demo

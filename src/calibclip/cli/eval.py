@@ -127,8 +127,6 @@ def eval_cmd(
 
 def _sweep(items: list[str], pick_best: str | None, write_config: Path | None, spec, results_dir: Path) -> None:
     """Run a --sweep grid, print and write its table, optionally save the best setting."""
-    from rich.markup import escape
-
     from calibclip.cli.common import err_console
     from calibclip.eval.runner import slug
     from calibclip.eval.sweep import markdown_table, parse_sweeps, run_sweep, write_best_config, write_sweep
@@ -160,7 +158,6 @@ def report_cmd(
                                   "table."),
 ) -> None:
     """Aggregate result files into one table: a row per (dataset, model, configuration), a column per metric."""
-    from rich.markup import escape
     from rich.table import Table
 
     from calibclip.eval.report import load_result_files, markdown_table, report_table, write_csv

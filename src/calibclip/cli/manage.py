@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from calibclip.cli.common import console, err_console
+from calibclip.cli.common import console, escape, warn
 from calibclip.errors import UserError
 
 INDEX_ARG = typer.Argument(..., metavar="INDEX", help="Index folder built by `calibclip index` (or by "
@@ -31,8 +31,6 @@ def info_cmd(index_path: Path = INDEX_ARG,
              as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """What an index holds: model, items, dimensions, dtype, calibration, search index and its recall, size."""
     import json
-
-    from rich.markup import escape
 
     from calibclip.index.manage import describe
 
@@ -87,7 +85,7 @@ def rm_cmd(index_path: Path = INDEX_ARG,
     _check(index_path)
     report = remove(index_path, paths)
     for p in report.not_found:
-        err_console.print(f"[yellow]warning:[/yellow] not in the index: {p}", highlight=False, markup=False)
+        warn(f"not in the index: {p}")
     if not report.removed:
         raise UserError(f"{index_path}: none of the given paths is in the index; see `calibclip ls {index_path}`.")
     ann = {"rebuilt": "; search index rebuilt",

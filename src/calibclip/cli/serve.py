@@ -10,13 +10,13 @@ from calibclip.cli import common
 from calibclip.cli.common import console, escape
 from calibclip.errors import UserError
 
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
-
 
 def not_an_index(path: Path) -> str:
     """What to do when INDEX is not an index: a folder of images gets its index written beside it, never inside."""
     if path.is_dir():
-        idx = path.resolve().with_name(path.resolve().name + ".idx")
+        from calibclip.index import default_index_path
+
+        idx = default_index_path(path.resolve())
         return (f"{path}: a folder, not a calibclip index; index it first with `calibclip index {path} --out "
                 f"{idx}`, then run `calibclip serve {idx}`.")
     return f"{path}: not a calibclip index (no such folder); build one with `calibclip index FOLDER --out {path}`."
@@ -52,7 +52,7 @@ def serve_cmd(
     try:
         from calibclip.serve import server
         from calibclip.serve.app import create_app
-        from calibclip.serve.config import ServeConfig
+        from calibclip.serve.config import LOOPBACK_NAMES, ServeConfig
         from calibclip.serve.security import default_allowed_hosts
     except ImportError as exc:
         raise UserError(f"calibclip serve needs the serve extra ({exc.name} is missing): "
@@ -81,7 +81,7 @@ def serve_cmd(
 
         loaded_phi = load_phi(phi)
     app = create_app(index_path, encoder=enc, phi=loaded_phi, calibration=calibration, config=cfg)
-    if host not in LOOPBACK and not cfg.api_key:
+    if host not in LOOPBACK_NAMES and not cfg.api_key:
         common.warn(f"serving on {host} without an API key: anyone who can reach this port can search and view "
                     "the collection. Set --api-key or CALIBCLIP_API_KEY.")
     console.print(f"serving {escape(str(index_path))} ({app.state.searcher.snapshot.size} images) on http://{host}:{port}"

@@ -33,13 +33,18 @@ def _id(v: Any) -> int:
     raise ValueError("expected a non-negative integer id")
 
 
+def unencodable(text: str) -> str | None:
+    """Where ``text`` cannot be encoded as UTF-8 (a lone surrogate such as ``"\\ud800"``), else None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"{text[exc.start]!r} at position {exc.start}"
+    return None
+
+
 def is_unicode(v: str) -> bool:
     """False for a string holding a lone surrogate (JSON "\\ud800"), which no tokenizer can encode."""
-    try:
-        v.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+    return unencodable(v) is None
 
 
 def _text(v: Any) -> str:

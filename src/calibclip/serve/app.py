@@ -15,7 +15,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from fastapi import FastAPI, File, Form, Query, Request, Security, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -25,6 +24,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
+from calibclip.data.schema import unencodable
 from calibclip.errors import UserError
 from calibclip.images import BadImage, decode_image, open_image
 from calibclip.serve.batching import TextBatcher
@@ -164,7 +164,7 @@ def create_app(index_path: str | Path, encoder: Any = None, phi: Any = None, api
 
     def check_text(text: str, what: str) -> str:
         # checked here, before batching: a query the tokenizer cannot take must fail alone, as a 422
-        bad = _unencodable(text)
+        bad = unencodable(text)
         if bad is not None:
             raise ApiError(422, f"{what} has an unpaired surrogate ({bad}); send valid Unicode text",
                            "invalid_text")
@@ -268,9 +268,7 @@ def create_app(index_path: str | Path, encoder: Any = None, phi: Any = None, api
             def by_id(s: Snapshot) -> tuple:
                 if id not in s.id_to_pos:
                     raise ImageRefused(404, f"no image with id {id} in the index")
-                vec = s.index.embeddings()[s.id_to_pos[id]][None]
-                scores, pos = s.index.search_vectors(np.asarray(vec, np.float32), depth, spare_torch=True)
-                return s, s.index._hits(scores[0], pos[0])
+                return s, s.index.search_image(s.index.embeddings()[s.id_to_pos[id]], k=depth)
 
             result, warns = searcher.call(by_id)
         else:
@@ -296,7 +294,7 @@ def create_app(index_path: str | Path, encoder: Any = None, phi: Any = None, api
         img = reference(image, id)
         result, warns = searcher.call(lambda s: (s, s.index.search_composed(
             img, text, searcher.phi, k=offset + k, prompt=cfg.prompt,
-            **({} if id is None or keep_reference else {"exclude": (id,)}))), calib=calib)
+            exclude=() if id is None or keep_reference else (id,))), calib=calib)
         return answer("composed", result, warns, t0, k, offset, text=text, calib=calib, id=id)
 
     @app.get("/images/{image_id}", tags=["images"],
@@ -329,15 +327,6 @@ def create_app(index_path: str | Path, encoder: Any = None, phi: Any = None, api
                                    swagger_favicon_url="/docs/assets/favicon.png")
 
     return app
-
-
-def _unencodable(text: str) -> str | None:
-    """Where ``text`` cannot be encoded as UTF-8 (a lone surrogate such as ``"\\ud800"``), else None."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        return f"{text[exc.start]!r} at position {exc.start}"
-    return None
 
 
 def _swagger_assets() -> Path | None:

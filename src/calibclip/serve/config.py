@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+
 
 @dataclass
 class ServeConfig:
@@ -17,7 +19,7 @@ class ServeConfig:
     api_key: str | None = None
     cors_origins: tuple[str, ...] = ()
     # Host header names answered (DNS-rebinding protection); "*" answers any. The CLI derives them from --host.
-    allowed_hosts: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
+    allowed_hosts: tuple[str, ...] = LOOPBACK_NAMES
     max_upload_mb: float = 10.0
     max_query_chars: int = 1000
     max_k: int = 200

@@ -10,6 +10,8 @@ from urllib.parse import parse_qs
 
 from starlette.exceptions import HTTPException
 
+from calibclip.serve.config import LOOPBACK_NAMES
+
 Scope = dict
 Receive = Callable[[], Awaitable[dict]]
 Send = Callable[[dict], Awaitable[None]]
@@ -19,7 +21,6 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 # type the key (the docs page takes the key in its "Authorize" dialog, never in its URL).
 PUBLIC_PATHS = frozenset({"/", "/favicon.ico", "/docs", "/openapi.json"})
 PUBLIC_PREFIXES = ("/static/", "/docs/assets/")
-LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 WILDCARD_BINDS = frozenset({"0.0.0.0", "::", ""})
 
 
