@@ -8,8 +8,9 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
+
+from calibclip.testing import write_random_images
 
 N_IMAGES = 8
 # The server answers only its own host names by default (DNS-rebinding protection): not "testserver".
@@ -18,14 +19,7 @@ BASE_URL = "http://127.0.0.1"
 
 def write_images(folder: Path, n: int, start: int = 0) -> list[Path]:
     """Seeded random PNGs img000.png … (distinct, so each is its own nearest neighbour)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    out = []
-    for i in range(start, start + n):
-        rng = np.random.RandomState(i)
-        path = folder / f"img{i:03d}.png"
-        Image.fromarray((rng.rand(40, 52, 3) * 255).astype("uint8")).save(path)
-        out.append(path)
-    return out
+    return write_random_images(folder, n, start, shape=(40, 52))
 
 
 def png_bytes(size: tuple[int, int] = (30, 20), color: tuple[int, int, int] = (200, 30, 30)) -> bytes:
