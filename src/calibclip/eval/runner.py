@@ -468,13 +468,25 @@ def _apply_rtd(enc: Any, spec: EvalSpec) -> None:
     load_rtd(enc, spec.rtd)
 
 
+def _read_parts(name: str, root: Path, split: str, memo: dict | None) -> tuple[list[Any], str]:
+    """The benchmark's parts and data fingerprint; kept in ``memo`` (a sweep) so they are read once."""
+    mkey = ("dataset", name, str(root), split)
+    if memo is not None and mkey in memo:
+        return memo[mkey]
+    parts = read_dataset(name, root, split)
+    data_fp = fingerprint([f for p in parts for f in p.files], [x for p in parts for x in p.image_paths])
+    if memo is not None:
+        memo[mkey] = (parts, data_fp)
+    return parts, data_fp
+
+
 def evaluate(spec: EvalSpec, enc: Any = None, calib: Any = None, memo: dict | None = None) -> EvalResult:
     """Run one configuration on one benchmark; write ``results/<dataset>-<model>-<config>.json``.
 
     ``enc``: an already loaded encoder to reuse (its ``calibration`` is set for this row, and an rtd row
     swaps its text tower in place); else loaded from ``spec.model``. ``calib``: a CalibConfig for a calib
-    row instead of ``spec.calib_config``. ``memo``: a dict kept across calls (a sweep) that holds gallery
-    and query features in memory, keyed by what changes them.
+    row instead of ``spec.calib_config``. ``memo``: a dict kept across calls (a sweep) that holds the read
+    benchmark, gallery and query features in memory, keyed by what changes them.
     """
     t_start = time.perf_counter()
     if spec.mode not in MODES:
@@ -487,8 +499,7 @@ def evaluate(spec: EvalSpec, enc: Any = None, calib: Any = None, memo: dict | No
     if spec.mode == "rtd" and task != "cir":
         raise UserError("--rtd applies to composed retrieval (cirr, fashioniq, circo).")
     proto = _prompt(spec) if task == "cir" else None  # a bad --prompt fails before any reading
-    parts = read_dataset(name, spec.root, split)
-    data_fp = fingerprint([f for p in parts for f in p.files], [x for p in parts for x in p.image_paths])
+    parts, data_fp = _read_parts(name, spec.root, split, memo)
     if spec.mode != "calib":
         calib = None
     elif calib is None:
