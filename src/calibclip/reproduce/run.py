@@ -100,18 +100,33 @@ def _model(row: Row, weights: Path | None) -> str | None:
     return row.model if "/" in row.model and _in_hf_cache(row.model) else None
 
 
-def check_inputs(row: Row, data_root: Path, weights: Path | None) -> Inputs:
-    """Resolve the row's data folder, model and checkpoints; list exactly what is missing."""
+def _data_problem(row: Row, root: Path, seen: dict | None) -> str | None:
+    """Why the row's benchmark cannot be read under ``root`` (None: it can); remembered in ``seen``
+    per (dataset, root, split), since many rows share a dataset."""
     from calibclip.data import read_dataset
 
+    key = (row.dataset, str(root), row.split)
+    if seen is not None and key in seen:
+        return seen[key]
+    try:
+        read_dataset(row.dataset, root, row.split)
+        problem = None
+    except UserError as exc:
+        problem = str(exc)
+    if seen is not None:
+        seen[key] = problem
+    return problem
+
+
+def check_inputs(row: Row, data_root: Path, weights: Path | None, seen: dict | None = None) -> Inputs:
+    """Resolve the row's data folder, model and checkpoints; list exactly what is missing.
+
+    ``seen``: a dict kept across the rows of one command, so each benchmark is read once."""
     inp = Inputs(root=Path(data_root) / row.data_dir)
     if not inp.root.exists():
         inp.missing.append(f"data: {inp.root} ({LAYOUT.get(row.dataset, row.dataset)})")
-    else:
-        try:
-            read_dataset(row.dataset, inp.root, row.split)
-        except UserError as exc:
-            inp.missing.append(f"data: {exc}")
+    elif (problem := _data_problem(row, inp.root, seen)) is not None:
+        inp.missing.append(f"data: {problem}")
     inp.model = _model(row, weights)
     if inp.model is None:
         name = row.model.rstrip("/").split("/")[-1]
@@ -171,9 +186,9 @@ def run_row(row: Row, inp: Inputs, out_dir: Path, cache_dir: Path | None, device
 def reproduce(rows: list[Row], data_root: Path, weights: Path | None, out_dir: Path, cache_dir: Path | None = None,
               device: str = "auto", progress: bool = False, say: Any = None) -> list[RowOutcome]:
     """Check every row's inputs, run those that have them (in order), return one outcome per row."""
-    outcomes = []
+    outcomes, seen = [], {}
     for row in rows:
-        inp = check_inputs(row, data_root, weights)
+        inp = check_inputs(row, data_root, weights, seen)
         if inp.missing:
             outcomes.append(RowOutcome(row=row, ran=False, missing=inp.missing))
             continue
