@@ -155,13 +155,10 @@ def write_sweep(sweep: SweepResult, stem: Path) -> tuple[Path, Path]:
 def write_best_config(point: SweepPoint, path: Path) -> Path:
     """The full CalibConfig of ``point`` as a TOML file that ``--calib-config`` reads back."""
     from calibclip.atomic import atomic_write_text
+    from calibclip.tomlfile import flat_toml
 
-    cfg = point.result.settings["calibration"]
-    lines = [f"# best of a sweep on {point.result.dataset} ({point.result.split}); swept: "
-             f"{json.dumps(point.params)}"]
-    for k, v in cfg.items():
-        lines.append(f"{k} = " + (str(v).lower() if isinstance(v, bool) else json.dumps(v)))
-    atomic_write_text(Path(path), "\n".join(lines) + "\n")
+    head = f"# best of a sweep on {point.result.dataset} ({point.result.split}); swept: {json.dumps(point.params)}\n"
+    atomic_write_text(Path(path), head + flat_toml(point.result.settings["calibration"]))
     return Path(path)
 
 

@@ -148,11 +148,11 @@ def _calib_toml(row: Row, out_dir: Path) -> Path | None:
         return None
     from calibclip.atomic import atomic_write_text
     from calibclip.calib import CalibConfig
+    from calibclip.tomlfile import flat_toml
 
     cfg = CalibConfig.from_dict(row.calib, source=f"{row.file}: row {row.id} calib")
     path = out_dir / "configs" / f"{row.id}.toml"
-    atomic_write_text(path, "".join(f"{k} = {json.dumps(v) if not isinstance(v, bool) else str(v).lower()}\n"
-                                    for k, v in cfg.to_dict().items()))
+    atomic_write_text(path, flat_toml(cfg.to_dict()))
     return path
 
 
