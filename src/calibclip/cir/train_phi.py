@@ -49,8 +49,8 @@ from calibclip.cir.keywords import MASK, Tagged, Tagger, get_tagger, keyword_run
 from calibclip.cir.phi import build_phi, save_phi
 from calibclip.cir.precision import autocast_for, normalise_amp
 from calibclip.cir.textclean import clean_caption
-from calibclip.cir.trainstate import (check_identity, committed, model_identity, read_state, restore, rng_state,
-                                      set_rng_state)
+from calibclip.cir.trainstate import (check_identity, committed, final_validation_due, model_identity, read_state,
+                                      record_validation, restore, rng_state, set_rng_state, validation_due)
 from calibclip.errors import UserError
 
 MASKINGS = ("official", "words")
@@ -262,12 +262,7 @@ def train_phi(enc: Any, captions: Sequence[str], out: str | Path, cfg: PhiTrainC
     def run_validation(step: int) -> None:
         with eval_mode(phi), torch.no_grad():
             metrics = {k: float(v) for k, v in validate(enc, phi).items()}  # type: ignore[misc]
-        if val_metric not in metrics:
-            raise UserError(f"--val-metric {val_metric}: the validation reports {', '.join(metrics)}; pick one.")
-        res.val.append({"step": step, **metrics})
-        if res.best is None or metrics[val_metric] > res.best["value"]:  # strict: ties keep the earlier step
-            res.best = {"metric": val_metric, "value": metrics[val_metric], "step": step}
-            res.best_path = save_phi(phi, best_path)
+        record_validation(res, step, metrics, val_metric, lambda: save_phi(phi, best_path))
 
     clean = [clean_caption(c, enc.tokenizer) for c in captions]  # the official loader's text
     masked = MaskedCaptions(clean, tag, cfg.masking)
@@ -297,7 +292,7 @@ def train_phi(enc: Any, captions: Sequence[str], out: str | Path, cfg: PhiTrainC
                 bar.update(1)
                 bar.set_postfix(loss=f"{res.losses[-1]:.4g}")
                 done = step + 1
-                if validate is not None and ((val_every > 0 and done % val_every == 0) or done in val_also):
+                if validate is not None and validation_due(done, val_every, val_also):
                     run_validation(done)
                 if save_every and done % save_every == 0 and done < cfg.steps:
                     save(done)
@@ -306,7 +301,7 @@ def train_phi(enc: Any, captions: Sequence[str], out: str | Path, cfg: PhiTrainC
         raise
     finally:
         bar.close()
-    if validate is not None and (not res.val or res.val[-1]["step"] != len(res.losses)):
+    if validate is not None and final_validation_due(res.val, len(res.losses)):
         run_validation(len(res.losses))
     save(len(res.losses))
     phi.eval()

@@ -1,4 +1,5 @@
-"""What both trainers (train-phi, rtd train) need for exact, safe resume (issue: no silent wrong model).
+"""What both trainers (train-phi, rtd train) share: exact, safe resume (issue: no silent wrong model)
+and the bookkeeping of validation.
 
 - ``committed()``: Ctrl-C (SIGINT) is held back while an optimiser step and its bookkeeping run, and
   delivered right after, so the weights, the optimiser and the recorded step always agree.
@@ -9,6 +10,8 @@
 - ``read_state``: the state file read with every failure (missing, truncated, not a state, another
   format) as one ``UserError`` line.
 - ``rng_state`` / ``set_rng_state``: the global RNGs, saved in the same file.
+- ``validation_due`` / ``record_validation`` / ``final_validation_due``: when to validate and how a
+  result is kept (every metric per step; the best on a strictly higher ``val_metric``).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -121,3 +124,25 @@ def restore(state: dict[str, Any], parts: dict[str, Any], fail: str, optional: t
             obj.load_state_dict(state[key])
     except (KeyError, RuntimeError, ValueError) as exc:
         raise UserError(fail.format(str(exc).splitlines()[0][:160])) from None
+
+
+def validation_due(done: int, val_every: int, val_also: Sequence[int]) -> bool:
+    """Validate after ``done`` steps: every ``val_every`` steps (0: never) and at the steps in ``val_also``."""
+    return (val_every > 0 and done % val_every == 0) or done in val_also
+
+
+def final_validation_due(val: Sequence[dict[str, Any]], steps: int) -> bool:
+    """The run ends at ``steps``: validate unless the last validation was at that step."""
+    return not val or val[-1]["step"] != steps
+
+
+def record_validation(res: Any, step: int, metrics: dict[str, float], val_metric: str,
+                      save_best: Callable[[], Path]) -> None:
+    """Append ``{"step", **metrics}`` to ``res.val``; on a strictly higher ``val_metric`` than ``res.best``
+    (ties keep the earlier step, as the official ``>``) set ``res.best`` and ``res.best_path = save_best()``."""
+    if val_metric not in metrics:
+        raise UserError(f"--val-metric {val_metric}: the validation reports {', '.join(metrics)}; pick one.")
+    res.val.append({"step": step, **metrics})
+    if res.best is None or metrics[val_metric] > res.best["value"]:
+        res.best = {"metric": val_metric, "value": metrics[val_metric], "step": step}
+        res.best_path = save_best()
