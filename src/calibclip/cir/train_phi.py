@@ -136,14 +136,19 @@ def step_noise(seed: int, step: int, batch: int, dim: int) -> tuple[torch.Tensor
 
 def lincir_loss(enc: Any, phi: torch.nn.Module, captions: Sequence[str], masked: Sequence[str],
                 u: torch.Tensor, eps: torch.Tensor, sigma: float) -> torch.Tensor:
-    """MSE(ψ_T(c′; φ(e + σ·u·ε)), e) with e = ψ_T(c) computed without a graph."""
+    """MSE(ψ_T(c′; φ(e + σ·u·ε)), e) with e = ψ_T(c) computed without a graph; a c′ whose `$` does not
+    survive the tokenizer's truncation is "a photo of $" (``with_slot``, the official fallback)."""
     ids, mask = enc.tokenize(list(captions))
     with torch.no_grad():
         e = enc.text_tower(ids.to(enc.device), mask.to(enc.device)).embeds.float()
     p = next(phi.parameters())
     noisy = e + sigma * u.to(e.device) * eps.to(e.device)
     s = phi(noisy.to(p.device, p.dtype))
-    ids2, mask2 = enc.tokenize(list(masked))
+    masked = list(masked)
+    ids2, mask2 = enc.tokenize(masked)
+    slotted = with_slot(enc, masked, ids2)
+    if slotted != masked:  # rare: tokenized again only when the fallback replaced a caption
+        ids2, mask2 = enc.tokenize(slotted)
     pred = enc.text_tower(ids2.to(enc.device), mask2.to(enc.device), pseudo_tokens=s).embeds
     return torch.nn.functional.mse_loss(pred.float(), e)
 
@@ -167,10 +172,11 @@ class MaskedCaptions:
         return [mask_words(self._cache[i], rng) for i in idx]  # type: ignore[arg-type]
 
 
-def with_slot(enc: Any, masked: Sequence[str]) -> list[str]:
+def with_slot(enc: Any, masked: Sequence[str], ids: torch.Tensor | None = None) -> list[str]:
     """Each masked caption, or the official fallback "a photo of $" when no `$` token survives the
-    tokenizer's truncation (or nothing was masked)."""
-    ids, _ = enc.tokenize(list(masked))
+    tokenizer's truncation (or nothing was masked). ``ids``: the captions' tokens, when already at hand."""
+    if ids is None:
+        ids, _ = enc.tokenize(list(masked))
     keep = (ids == enc.placeholder_id).any(dim=1).tolist()
     return [m if k else MASK.empty_caption for m, k in zip(masked, keep)]
 
@@ -273,7 +279,7 @@ def train_phi(enc: Any, captions: Sequence[str], out: str | Path, cfg: PhiTrainC
             for step in range(start, cfg.steps):
                 idx = batch_indices(len(clean), cfg.batch_size, step, cfg.seed)
                 batch = [clean[i] for i in idx]
-                c_masked = with_slot(enc, masked.get(idx, random.Random(_seed(cfg.seed, step, 2))))
+                c_masked = masked.get(idx, random.Random(_seed(cfg.seed, step, 2)))  # lincir_loss adds the fallback
                 u, eps = step_noise(cfg.seed, step, len(batch), enc.dim)
                 devices = [enc.device] if enc.device.type == "cuda" else []
                 with torch.random.fork_rng(devices=devices):
