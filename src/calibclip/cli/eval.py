@@ -13,7 +13,7 @@ from pathlib import Path
 import typer
 from typer.core import TyperGroup
 
-from calibclip.cli.common import console, escape, user_errors
+from calibclip.cli.common import console, escape, user_errors, warn
 from calibclip.errors import UserError
 
 
@@ -127,9 +127,6 @@ def eval_cmd(
 
 def _sweep(items: list[str], pick_best: str | None, write_config: Path | None, spec, results_dir: Path) -> None:
     """Run a --sweep grid, print and write its table, optionally save the best setting."""
-    from rich.markup import escape
-
-    from calibclip.cli.common import err_console
     from calibclip.eval.runner import slug
     from calibclip.eval.sweep import markdown_table, parse_sweeps, run_sweep, write_best_config, write_sweep
 
@@ -147,9 +144,8 @@ def _sweep(items: list[str], pick_best: str | None, write_config: Path | None, s
         console.print(f"best {escape(pick_best)} = {best.result.metrics[pick_best]:.2f} at {escape(str(best.params))}"
                       f" (baseline {result.points[0].result.metrics[pick_best]:.2f})", highlight=False)
         if first.split == "test":
-            err_console.print("[yellow]warning:[/yellow] picking settings on the test split over-fits it; sweep a "
-                              "validation split (--split val) and report test once with the chosen config.",
-                              highlight=False)
+            warn("picking settings on the test split over-fits it; sweep a validation split (--split val) and "
+                 "report test once with the chosen config.")
         if write_config is not None:
             console.print(f"wrote {escape(str(write_best_config(best, write_config)))}", highlight=False)
 def report_cmd(
@@ -160,7 +156,6 @@ def report_cmd(
                                   "table."),
 ) -> None:
     """Aggregate result files into one table: a row per (dataset, model, configuration), a column per metric."""
-    from rich.markup import escape
     from rich.table import Table
 
     from calibclip.eval.report import load_result_files, markdown_table, report_table, write_csv
