@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from calibclip.errors import UserError
-from calibclip.eval.runner import EvalResult, EvalSpec, _load_encoder, evaluate, load_calib_config
+from calibclip.eval.runner import EvalResult, EvalSpec, _load_encoder, evaluate, load_calib_config, write_json
 
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 
@@ -146,7 +146,7 @@ def write_sweep(sweep: SweepResult, stem: Path) -> tuple[Path, Path]:
     stem = Path(stem)
     first = sweep.points[0].result
     js, md = stem.with_name(stem.name + ".json"), stem.with_name(stem.name + ".md")
-    atomic_write_text(js, json.dumps(sweep.to_dict(), indent=1) + "\n")
+    write_json(js, sweep.to_dict())
     title = f"Sweep: {first.dataset} ({first.split}) · {first.model}\n\n"
     atomic_write_text(md, title + markdown_table(sweep))
     return js, md

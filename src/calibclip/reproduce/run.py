@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -230,10 +229,10 @@ def markdown_report(outcomes: list[RowOutcome]) -> str:
 def write_report(outcomes: list[RowOutcome], out_dir: Path) -> tuple[Path, Path]:
     """``out_dir/reproduce.json`` and ``out_dir/reproduce.md``; returns both paths."""
     from calibclip.atomic import atomic_write_text
+    from calibclip.eval.runner import write_json  # imported here: `reproduce list` stays free of torch
 
     out_dir = Path(out_dir)
     js, md = out_dir / "reproduce.json", out_dir / "reproduce.md"
-    atomic_write_text(js, json.dumps({"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                                      "rows": [o.to_dict() for o in outcomes]}, indent=1) + "\n")
+    write_json(js, {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "rows": [o.to_dict() for o in outcomes]})
     atomic_write_text(md, markdown_report(outcomes))
     return js, md
