@@ -130,8 +130,8 @@ def config_label(spec: EvalSpec, calib: Any) -> str:
         label += f"-{slug(Path(spec.rtd).stem)}"
     if spec.phi is not None:
         label += f"+{slug(Path(spec.phi).stem)}"
-        proto = _prompt(spec)
-        if proto.preset not in (None, "rtd") or proto.prompt != DEFAULT_PROMPT_TEXT:  # keep rows apart by prompt
+        proto = _custom_prompt(spec)
+        if proto is not None:  # keep rows apart by prompt
             label += f"@{proto.preset or _sha(proto.prompt, 6)}"
     return label
 
@@ -146,6 +146,12 @@ def _prompt(spec: EvalSpec) -> Any:
     return resolve_prompt(spec.prompt, spec.prompt_preset)
 
 
+def _custom_prompt(spec: EvalSpec) -> Any:
+    """The spec's composed-query protocol when it is not the default one (the rtd preset), else None."""
+    proto = _prompt(spec)
+    return proto if proto.preset not in (None, "rtd") or proto.prompt != DEFAULT_PROMPT_TEXT else None
+
+
 def readable_label(spec: EvalSpec, calib: Any) -> str:
     """The configuration as a person reads it: "baseline", "CalibCLIP", "CalibCLIP (config 3fa2b1)",
     "φ lincir", "φ lincir + RTD rtd_text" (checkpoint file names without their suffix)."""
@@ -157,10 +163,8 @@ def readable_label(spec: EvalSpec, calib: Any) -> str:
     elif spec.mode == "rtd":
         parts.append(f"RTD {Path(spec.rtd).stem}" if spec.rtd is not None else "RTD")
     label = " + ".join(parts) or "baseline"
-    if spec.phi is not None:
-        proto = _prompt(spec)
-        if proto.preset not in (None, "rtd") or proto.prompt != DEFAULT_PROMPT_TEXT:
-            label += f" (prompt: {proto.preset or proto.prompt})"
+    if spec.phi is not None and (proto := _custom_prompt(spec)) is not None:
+        label += f" (prompt: {proto.preset or proto.prompt})"
     return label
 
 
