@@ -6,7 +6,7 @@ and the bookkeeping of validation.
 - ``model_identity`` / ``check_identity``: a cheap, dtype-robust fingerprint of the base model (its
   text-tower shapes plus leading values of the token embedding and of both projections), stored in
   the training state; ``--resume`` with a state of another model — even one of the same shapes — is
-  refused in one line.
+  refused in one line. ``leading_values`` / ``same_values`` also make the RTD checkpoint's image fingerprint.
 - ``read_state``: the state file read with every failure (missing, truncated, not a state, another
   format) as one ``UserError`` line.
 - ``rng_state`` / ``set_rng_state``: the global RNGs, saved in the same file.
@@ -48,8 +48,16 @@ def committed() -> Iterator[None]:
         raise KeyboardInterrupt
 
 
-def _lead(t: torch.Tensor) -> list[float]:
+def leading_values(t: torch.Tensor) -> list[float]:
+    """The first 256 values of a weight, as floats: part of a model's dtype-robust fingerprint."""
     return t.detach().float().flatten()[:_VALUES].cpu().tolist()
+
+
+def same_values(saved: Any, mine: Any) -> bool:
+    """Whether two lists of ``leading_values`` come from the same weights (a float16/bfloat16 copy included)."""
+    a = torch.tensor(saved, dtype=torch.float32)
+    b = torch.tensor(mine, dtype=torch.float32)
+    return a.shape == b.shape and torch.allclose(a, b, rtol=_RTOL, atol=_ATOL)
 
 
 def model_identity(enc: Any) -> dict[str, Any]:
@@ -59,8 +67,8 @@ def model_identity(enc: Any) -> dict[str, Any]:
     sizes = {"dim": int(enc.dim), "token_dim": int(enc.token_dim), "layers": int(tc.num_hidden_layers),
              "heads": int(tc.num_attention_heads), "vocab": int(tc.vocab_size),
              "context": int(tc.max_position_embeddings)}
-    values = (_lead(m.text_model.embeddings.token_embedding.weight) + _lead(m.text_projection.weight)
-              + _lead(m.visual_projection.weight))
+    values = (leading_values(m.text_model.embeddings.token_embedding.weight) + leading_values(m.text_projection.weight)
+              + leading_values(m.visual_projection.weight))
     return {"name": str(enc.name), "sizes": sizes, "values": values}
 
 
@@ -75,9 +83,7 @@ def check_identity(saved: Any, enc: Any, where: str) -> None:
                          if saved["sizes"].get(k) != v)
         raise UserError(f"{where}: the run was started with model '{saved.get('name')}' of other sizes "
                         f"({diff}, saved vs now); use that model with --model, or drop --resume.")
-    a = torch.tensor(saved["values"], dtype=torch.float32)
-    b = torch.tensor(mine["values"], dtype=torch.float32)
-    if a.shape != b.shape or not torch.allclose(a, b, rtol=_RTOL, atol=_ATOL):
+    if not same_values(saved["values"], mine["values"]):
         raise UserError(f"{where}: the run was started with another model ('{saved.get('name')}', same sizes but "
                         f"other weights than '{enc.name}'); use that model with --model, or drop --resume.")
 
