@@ -26,11 +26,11 @@ from calibclip.data import ComposedSet, RetrievalSet, canonical, fingerprint, re
 from calibclip.data import DATASETS
 from calibclip.errors import UserError
 from calibclip.eval import metrics as M
+from calibclip.eval.choices import MODES
 from calibclip.eval.precision import precision_context, resolve_precision
 from calibclip.eval.scoring import FeatureSims, similarity_source
 from calibclip.oom import Halving, concat
 
-MODES = ("base", "calib", "rtd")
 SUBMISSION_TOP = 50  # CIRR recall and CIRCO submissions: top-50 names per query
 SUBSET_TOP = 3  # CIRR recall_subset submission: top-3 inside the img_set
 
