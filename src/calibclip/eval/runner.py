@@ -351,8 +351,8 @@ def encode_composed_queries(enc: Any, ds: ComposedSet, phi: Any, prompt: str, ba
             else:
                 caps = [q.captions[0] for q in batch]
             for k, v in halving(run, list(zip(images, caps))).items():
-                out.setdefault(k, []).append(_to_np(v))
-    return {k: np.concatenate(v) for k, v in out.items()}
+                out.setdefault(k, []).append(v)
+    return _joined(out)
 
 
 # ---------------------------------------------------------------------------------------------- metrics
