@@ -67,14 +67,15 @@ def reproduce_cmd(
 def _table(outcomes: list) -> "Table":  # noqa: F821
     from rich.table import Table
 
+    from calibclip.reproduce.run import _fmt
+
     table = Table(title="measured vs published", title_justify="left")
     for col, just in (("row", "left"), ("metric", "left"), ("measured", "right"), ("published", "right"),
                       ("Δ", "right"), ("", "left")):
         table.add_column(col, justify=just)
     for o in outcomes:
         for i, c in enumerate(o.comparison()):
-            meas = "–" if c["measured"] is None else f"{c['measured']:.2f}"
-            pub = "–" if c["published"] is None else f"{c['published']:.2f}"
+            meas, pub = _fmt(c["measured"]), _fmt(c["published"])
             if c["delta"] is None:
                 delta, mark = "–", ""
             else:
