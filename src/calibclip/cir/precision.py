@@ -1,7 +1,7 @@
 """Mixed precision of the trainers (``rtd train --amp``, ``train-phi --amp``): one rule for both.
 
 - The trained module (RTD's ψ_T^θ, LinCIR's φ) always keeps float32 master weights, whatever
-  dtype the base checkpoint was saved in (see ``trainable_float32``).
+  dtype the base checkpoint was saved in (both trainers call ``.float()`` on it).
 - ``amp="off"`` (default): no autocast, float32 (or the base model's dtype for the frozen parts).
 - ``amp="fp16"``: ``torch.autocast(float16)`` around the forward passes and a ``GradScaler``, as the
   official RTD and LinCIR runs (``accelerate --mixed_precision fp16``). CUDA only: on CPU it is
@@ -51,8 +51,3 @@ def autocast_for(device: torch.device | str, amp: Any) -> tuple[AutocastFactory,
     if dev.type not in ("cuda", "cpu"):
         raise UserError(f"--amp bf16: not supported on device {dev.type}; use --amp off.")
     return (lambda: torch.autocast(dev.type, dtype=torch.bfloat16)), None
-
-
-def trainable_float32(module: torch.nn.Module) -> torch.nn.Module:
-    """The module with float32 parameters (master weights), in place; other dtypes would lose updates."""
-    return module.float()

@@ -49,8 +49,8 @@ from calibclip.cir.keywords import MASK, Tagged, Tagger, get_tagger, keyword_run
 from calibclip.cir.phi import build_phi, save_phi
 from calibclip.cir.precision import autocast_for, normalise_amp
 from calibclip.cir.textclean import clean_caption
-from calibclip.cir.trainstate import (check_identity, committed, model_identity, read_state, restore, rng_state,
-                                      set_rng_state)
+from calibclip.cir.trainstate import (check_identity, committed, final_validation_due, model_identity, read_state,
+                                      record_validation, restore, rng_state, set_rng_state, validation_due)
 from calibclip.errors import UserError
 
 MASKINGS = ("official", "words")
@@ -136,14 +136,19 @@ def step_noise(seed: int, step: int, batch: int, dim: int) -> tuple[torch.Tensor
 
 def lincir_loss(enc: Any, phi: torch.nn.Module, captions: Sequence[str], masked: Sequence[str],
                 u: torch.Tensor, eps: torch.Tensor, sigma: float) -> torch.Tensor:
-    """MSE(ψ_T(c′; φ(e + σ·u·ε)), e) with e = ψ_T(c) computed without a graph."""
+    """MSE(ψ_T(c′; φ(e + σ·u·ε)), e) with e = ψ_T(c) computed without a graph; a c′ whose `$` does not
+    survive the tokenizer's truncation is "a photo of $" (``with_slot``, the official fallback)."""
     ids, mask = enc.tokenize(list(captions))
     with torch.no_grad():
         e = enc.text_tower(ids.to(enc.device), mask.to(enc.device)).embeds.float()
     p = next(phi.parameters())
     noisy = e + sigma * u.to(e.device) * eps.to(e.device)
     s = phi(noisy.to(p.device, p.dtype))
-    ids2, mask2 = enc.tokenize(list(masked))
+    masked = list(masked)
+    ids2, mask2 = enc.tokenize(masked)
+    slotted = with_slot(enc, masked, ids2)
+    if slotted != masked:  # rare: tokenized again only when the fallback replaced a caption
+        ids2, mask2 = enc.tokenize(slotted)
     pred = enc.text_tower(ids2.to(enc.device), mask2.to(enc.device), pseudo_tokens=s).embeds
     return torch.nn.functional.mse_loss(pred.float(), e)
 
@@ -167,10 +172,11 @@ class MaskedCaptions:
         return [mask_words(self._cache[i], rng) for i in idx]  # type: ignore[arg-type]
 
 
-def with_slot(enc: Any, masked: Sequence[str]) -> list[str]:
+def with_slot(enc: Any, masked: Sequence[str], ids: torch.Tensor | None = None) -> list[str]:
     """Each masked caption, or the official fallback "a photo of $" when no `$` token survives the
-    tokenizer's truncation (or nothing was masked)."""
-    ids, _ = enc.tokenize(list(masked))
+    tokenizer's truncation (or nothing was masked). ``ids``: the captions' tokens, when already at hand."""
+    if ids is None:
+        ids, _ = enc.tokenize(list(masked))
     keep = (ids == enc.placeholder_id).any(dim=1).tolist()
     return [m if k else MASK.empty_caption for m, k in zip(masked, keep)]
 
@@ -262,12 +268,7 @@ def train_phi(enc: Any, captions: Sequence[str], out: str | Path, cfg: PhiTrainC
     def run_validation(step: int) -> None:
         with eval_mode(phi), torch.no_grad():
             metrics = {k: float(v) for k, v in validate(enc, phi).items()}  # type: ignore[misc]
-        if val_metric not in metrics:
-            raise UserError(f"--val-metric {val_metric}: the validation reports {', '.join(metrics)}; pick one.")
-        res.val.append({"step": step, **metrics})
-        if res.best is None or metrics[val_metric] > res.best["value"]:  # strict: ties keep the earlier step
-            res.best = {"metric": val_metric, "value": metrics[val_metric], "step": step}
-            res.best_path = save_phi(phi, best_path)
+        record_validation(res, step, metrics, val_metric, lambda: save_phi(phi, best_path))
 
     clean = [clean_caption(c, enc.tokenizer) for c in captions]  # the official loader's text
     masked = MaskedCaptions(clean, tag, cfg.masking)
@@ -278,7 +279,7 @@ def train_phi(enc: Any, captions: Sequence[str], out: str | Path, cfg: PhiTrainC
             for step in range(start, cfg.steps):
                 idx = batch_indices(len(clean), cfg.batch_size, step, cfg.seed)
                 batch = [clean[i] for i in idx]
-                c_masked = with_slot(enc, masked.get(idx, random.Random(_seed(cfg.seed, step, 2))))
+                c_masked = masked.get(idx, random.Random(_seed(cfg.seed, step, 2)))  # lincir_loss adds the fallback
                 u, eps = step_noise(cfg.seed, step, len(batch), enc.dim)
                 devices = [enc.device] if enc.device.type == "cuda" else []
                 with torch.random.fork_rng(devices=devices):
@@ -297,7 +298,7 @@ def train_phi(enc: Any, captions: Sequence[str], out: str | Path, cfg: PhiTrainC
                 bar.update(1)
                 bar.set_postfix(loss=f"{res.losses[-1]:.4g}")
                 done = step + 1
-                if validate is not None and ((val_every > 0 and done % val_every == 0) or done in val_also):
+                if validate is not None and validation_due(done, val_every, val_also):
                     run_validation(done)
                 if save_every and done % save_every == 0 and done < cfg.steps:
                     save(done)
@@ -306,7 +307,7 @@ def train_phi(enc: Any, captions: Sequence[str], out: str | Path, cfg: PhiTrainC
         raise
     finally:
         bar.close()
-    if validate is not None and (not res.val or res.val[-1]["step"] != len(res.losses)):
+    if validate is not None and final_validation_due(res.val, len(res.losses)):
         run_validation(len(res.losses))
     save(len(res.losses))
     phi.eval()

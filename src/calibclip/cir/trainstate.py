@@ -1,14 +1,17 @@
-"""What both trainers (train-phi, rtd train) need for exact, safe resume (issue: no silent wrong model).
+"""What both trainers (train-phi, rtd train) share: exact, safe resume (issue: no silent wrong model)
+and the bookkeeping of validation.
 
 - ``committed()``: Ctrl-C (SIGINT) is held back while an optimiser step and its bookkeeping run, and
   delivered right after, so the weights, the optimiser and the recorded step always agree.
 - ``model_identity`` / ``check_identity``: a cheap, dtype-robust fingerprint of the base model (its
   text-tower shapes plus leading values of the token embedding and of both projections), stored in
   the training state; ``--resume`` with a state of another model — even one of the same shapes — is
-  refused in one line.
+  refused in one line. ``leading_values`` / ``same_values`` also make the RTD checkpoint's image fingerprint.
 - ``read_state``: the state file read with every failure (missing, truncated, not a state, another
   format) as one ``UserError`` line.
 - ``rng_state`` / ``set_rng_state``: the global RNGs, saved in the same file.
+- ``validation_due`` / ``record_validation`` / ``final_validation_due``: when to validate and how a
+  result is kept (every metric per step; the best on a strictly higher ``val_metric``).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +48,16 @@ def committed() -> Iterator[None]:
         raise KeyboardInterrupt
 
 
-def _lead(t: torch.Tensor) -> list[float]:
+def leading_values(t: torch.Tensor) -> list[float]:
+    """The first 256 values of a weight, as floats: part of a model's dtype-robust fingerprint."""
     return t.detach().float().flatten()[:_VALUES].cpu().tolist()
+
+
+def same_values(saved: Any, mine: Any) -> bool:
+    """Whether two lists of ``leading_values`` come from the same weights (a float16/bfloat16 copy included)."""
+    a = torch.tensor(saved, dtype=torch.float32)
+    b = torch.tensor(mine, dtype=torch.float32)
+    return a.shape == b.shape and torch.allclose(a, b, rtol=_RTOL, atol=_ATOL)
 
 
 def model_identity(enc: Any) -> dict[str, Any]:
@@ -56,8 +67,8 @@ def model_identity(enc: Any) -> dict[str, Any]:
     sizes = {"dim": int(enc.dim), "token_dim": int(enc.token_dim), "layers": int(tc.num_hidden_layers),
              "heads": int(tc.num_attention_heads), "vocab": int(tc.vocab_size),
              "context": int(tc.max_position_embeddings)}
-    values = (_lead(m.text_model.embeddings.token_embedding.weight) + _lead(m.text_projection.weight)
-              + _lead(m.visual_projection.weight))
+    values = (leading_values(m.text_model.embeddings.token_embedding.weight) + leading_values(m.text_projection.weight)
+              + leading_values(m.visual_projection.weight))
     return {"name": str(enc.name), "sizes": sizes, "values": values}
 
 
@@ -72,9 +83,7 @@ def check_identity(saved: Any, enc: Any, where: str) -> None:
                          if saved["sizes"].get(k) != v)
         raise UserError(f"{where}: the run was started with model '{saved.get('name')}' of other sizes "
                         f"({diff}, saved vs now); use that model with --model, or drop --resume.")
-    a = torch.tensor(saved["values"], dtype=torch.float32)
-    b = torch.tensor(mine["values"], dtype=torch.float32)
-    if a.shape != b.shape or not torch.allclose(a, b, rtol=_RTOL, atol=_ATOL):
+    if not same_values(saved["values"], mine["values"]):
         raise UserError(f"{where}: the run was started with another model ('{saved.get('name')}', same sizes but "
                         f"other weights than '{enc.name}'); use that model with --model, or drop --resume.")
 
@@ -121,3 +130,25 @@ def restore(state: dict[str, Any], parts: dict[str, Any], fail: str, optional: t
             obj.load_state_dict(state[key])
     except (KeyError, RuntimeError, ValueError) as exc:
         raise UserError(fail.format(str(exc).splitlines()[0][:160])) from None
+
+
+def validation_due(done: int, val_every: int, val_also: Sequence[int]) -> bool:
+    """Validate after ``done`` steps: every ``val_every`` steps (0: never) and at the steps in ``val_also``."""
+    return (val_every > 0 and done % val_every == 0) or done in val_also
+
+
+def final_validation_due(val: Sequence[dict[str, Any]], steps: int) -> bool:
+    """The run ends at ``steps``: validate unless the last validation was at that step."""
+    return not val or val[-1]["step"] != steps
+
+
+def record_validation(res: Any, step: int, metrics: dict[str, float], val_metric: str,
+                      save_best: Callable[[], Path]) -> None:
+    """Append ``{"step", **metrics}`` to ``res.val``; on a strictly higher ``val_metric`` than ``res.best``
+    (ties keep the earlier step, as the official ``>``) set ``res.best`` and ``res.best_path = save_best()``."""
+    if val_metric not in metrics:
+        raise UserError(f"--val-metric {val_metric}: the validation reports {', '.join(metrics)}; pick one.")
+    res.val.append({"step": step, **metrics})
+    if res.best is None or metrics[val_metric] > res.best["value"]:
+        res.best = {"metric": val_metric, "value": metrics[val_metric], "step": step}
+        res.best_path = save_best()

@@ -7,12 +7,13 @@ working exactly as before.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import typer
 from typer.core import TyperGroup
 
-from calibclip.cli.common import console, escape, user_errors
+from calibclip.cli.common import console, escape, user_errors, warn
 from calibclip.errors import UserError
 
 
@@ -80,14 +81,17 @@ def eval_cmd(
     from calibclip.eval.runner import EvalSpec, evaluate, evaluate_many, save_result, write_json
 
     phi, rtd = shipped_or_path(phi, "--phi"), shipped_or_path(rtd, "--rtd")
+    spec = EvalSpec(dataset=dataset, root=root, model=model, split=split, calib_config=calib_config, phi=phi, rtd=rtd,
+                    prompt=prompt, prompt_preset=prompt_preset, batch_size=batch_size, device=device,
+                    precision=precision, cache_dir=None if no_cache else (cache_dir or default_cache_dir()),
+                    results_dir=None if output is not None else results_dir, submission=submission,
+                    progress=not quiet)
 
     if sweep:
         if compare or rtd is not None:
             raise UserError("--sweep varies CalibCLIP settings: drop --compare/--rtd.")
-        return _sweep(sweep, pick_best, write_config, EvalSpec(
-            dataset=dataset, root=root, model=model, mode="calib", split=split, calib_config=calib_config, phi=phi,
-            prompt=prompt, prompt_preset=prompt_preset, batch_size=batch_size, device=device, precision=precision,
-            progress=not quiet, cache_dir=None if no_cache else (cache_dir or default_cache_dir())), results_dir)
+        # run_sweep sets its rows' results_dir and submission to None; the tables go to results_dir
+        return _sweep(sweep, pick_best, write_config, replace(spec, mode="calib"), results_dir)
     if pick_best or write_config:
         raise UserError("--pick-best/--write-config need --sweep.")
     if compare:
@@ -100,11 +104,7 @@ def eval_cmd(
         modes = ["rtd" if rtd is not None else "calib" if (calib or calib_config is not None) else "base"]
     if "rtd" in modes and rtd is None:
         raise UserError("the rtd configuration needs --rtd CKPT.")
-    spec = EvalSpec(dataset=dataset, root=root, model=model, mode=modes[0], split=split, calib_config=calib_config,
-                    phi=phi, rtd=rtd, prompt=prompt, prompt_preset=prompt_preset, batch_size=batch_size, device=device,
-                    precision=precision, cache_dir=None if no_cache else (cache_dir or default_cache_dir()),
-                    results_dir=None if output is not None else results_dir,
-                    submission=submission, progress=not quiet)
+    spec = replace(spec, mode=modes[0])
     results = evaluate_many(spec, modes) if len(modes) > 1 else [evaluate(spec)]
     if output is not None:
         if len(results) == 1:
@@ -127,7 +127,6 @@ def eval_cmd(
 
 def _sweep(items: list[str], pick_best: str | None, write_config: Path | None, spec, results_dir: Path) -> None:
     """Run a --sweep grid, print and write its table, optionally save the best setting."""
-    from calibclip.cli.common import err_console
     from calibclip.eval.runner import slug
     from calibclip.eval.sweep import markdown_table, parse_sweeps, run_sweep, write_best_config, write_sweep
 
@@ -145,9 +144,8 @@ def _sweep(items: list[str], pick_best: str | None, write_config: Path | None, s
         console.print(f"best {escape(pick_best)} = {best.result.metrics[pick_best]:.2f} at {escape(str(best.params))}"
                       f" (baseline {result.points[0].result.metrics[pick_best]:.2f})", highlight=False)
         if first.split == "test":
-            err_console.print("[yellow]warning:[/yellow] picking settings on the test split over-fits it; sweep a "
-                              "validation split (--split val) and report test once with the chosen config.",
-                              highlight=False)
+            warn("picking settings on the test split over-fits it; sweep a validation split (--split val) and "
+                 "report test once with the chosen config.")
         if write_config is not None:
             console.print(f"wrote {escape(str(write_best_config(best, write_config)))}", highlight=False)
 def report_cmd(

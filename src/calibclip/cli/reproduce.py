@@ -67,14 +67,15 @@ def reproduce_cmd(
 def _table(outcomes: list) -> "Table":  # noqa: F821
     from rich.table import Table
 
+    from calibclip.reproduce.run import _fmt
+
     table = Table(title="measured vs published", title_justify="left")
     for col, just in (("row", "left"), ("metric", "left"), ("measured", "right"), ("published", "right"),
                       ("Δ", "right"), ("", "left")):
         table.add_column(col, justify=just)
     for o in outcomes:
         for i, c in enumerate(o.comparison()):
-            meas = "–" if c["measured"] is None else f"{c['measured']:.2f}"
-            pub = "–" if c["published"] is None else f"{c['published']:.2f}"
+            meas, pub = _fmt(c["measured"]), _fmt(c["published"])
             if c["delta"] is None:
                 delta, mark = "–", ""
             else:
@@ -94,13 +95,14 @@ def _list(rows: list, data_root: Path | None, weights: Path | None) -> None:
     table = Table(title=f"{len(rows)} preset row(s)", title_justify="left")
     for col in ("row", "dataset / split", "model", "φ / RTD", "published", "needs" if data_root is None else "missing"):
         table.add_column(col, overflow="fold")
+    seen: dict = {}  # each benchmark read once, however many rows share it
     for r in rows:
         ckpts = " / ".join(x for x in (r.phi, r.rtd) if x) or "–"
         pub = f"{len(r.published)}/{len(r.metrics)} metrics" if r.published else "not found"
         if data_root is None:
             need = f"{r.data_dir}/: {LAYOUT.get(r.dataset, '')}"
         else:
-            missing = check_inputs(r, data_root, weights).missing
+            missing = check_inputs(r, data_root, weights, seen).missing
             need = "; ".join(missing) if missing else "[green]ready[/green]"
         table.add_row(escape(r.id), f"{r.dataset} / {r.split}", escape(r.model), escape(ckpts), pub,
                       need if need.startswith("[green]") else escape(need))

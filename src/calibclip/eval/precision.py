@@ -21,8 +21,7 @@ from typing import Any
 import torch
 
 from calibclip.errors import UserError
-
-PRECISIONS = ("auto", "fp32", "fp16", "bf16", "fp16-weights")
+from calibclip.eval.choices import PRECISIONS
 
 # Official evaluation precision on CUDA, per benchmark (canonical dataset names).
 OFFICIAL = {

@@ -26,11 +26,11 @@ from calibclip.data import ComposedSet, RetrievalSet, canonical, fingerprint, re
 from calibclip.data import DATASETS
 from calibclip.errors import UserError
 from calibclip.eval import metrics as M
+from calibclip.eval.choices import MODES
 from calibclip.eval.precision import precision_context, resolve_precision
 from calibclip.eval.scoring import FeatureSims, similarity_source
 from calibclip.oom import Halving, concat
 
-MODES = ("base", "calib", "rtd")
 SUBMISSION_TOP = 50  # CIRR recall and CIRCO submissions: top-50 names per query
 SUBSET_TOP = 3  # CIRR recall_subset submission: top-3 inside the img_set
 
@@ -130,8 +130,8 @@ def config_label(spec: EvalSpec, calib: Any) -> str:
         label += f"-{slug(Path(spec.rtd).stem)}"
     if spec.phi is not None:
         label += f"+{slug(Path(spec.phi).stem)}"
-        proto = _prompt(spec)
-        if proto.preset not in (None, "rtd") or proto.prompt != DEFAULT_PROMPT_TEXT:  # keep rows apart by prompt
+        proto = _custom_prompt(spec)
+        if proto is not None:  # keep rows apart by prompt
             label += f"@{proto.preset or _sha(proto.prompt, 6)}"
     return label
 
@@ -146,6 +146,12 @@ def _prompt(spec: EvalSpec) -> Any:
     return resolve_prompt(spec.prompt, spec.prompt_preset)
 
 
+def _custom_prompt(spec: EvalSpec) -> Any:
+    """The spec's composed-query protocol when it is not the default one (the rtd preset), else None."""
+    proto = _prompt(spec)
+    return proto if proto.preset not in (None, "rtd") or proto.prompt != DEFAULT_PROMPT_TEXT else None
+
+
 def readable_label(spec: EvalSpec, calib: Any) -> str:
     """The configuration as a person reads it: "baseline", "CalibCLIP", "CalibCLIP (config 3fa2b1)",
     "φ lincir", "φ lincir + RTD rtd_text" (checkpoint file names without their suffix)."""
@@ -157,10 +163,8 @@ def readable_label(spec: EvalSpec, calib: Any) -> str:
     elif spec.mode == "rtd":
         parts.append(f"RTD {Path(spec.rtd).stem}" if spec.rtd is not None else "RTD")
     label = " + ".join(parts) or "baseline"
-    if spec.phi is not None:
-        proto = _prompt(spec)
-        if proto.preset not in (None, "rtd") or proto.prompt != DEFAULT_PROMPT_TEXT:
-            label += f" (prompt: {proto.preset or proto.prompt})"
+    if spec.phi is not None and (proto := _custom_prompt(spec)) is not None:
+        label += f" (prompt: {proto.preset or proto.prompt})"
     return label
 
 
@@ -347,8 +351,8 @@ def encode_composed_queries(enc: Any, ds: ComposedSet, phi: Any, prompt: str, ba
             else:
                 caps = [q.captions[0] for q in batch]
             for k, v in halving(run, list(zip(images, caps))).items():
-                out.setdefault(k, []).append(_to_np(v))
-    return {k: np.concatenate(v) for k, v in out.items()}
+                out.setdefault(k, []).append(v)
+    return _joined(out)
 
 
 # ---------------------------------------------------------------------------------------------- metrics
@@ -468,13 +472,25 @@ def _apply_rtd(enc: Any, spec: EvalSpec) -> None:
     load_rtd(enc, spec.rtd)
 
 
+def _read_parts(name: str, root: Path, split: str, memo: dict | None) -> tuple[list[Any], str]:
+    """The benchmark's parts and data fingerprint; kept in ``memo`` (a sweep) so they are read once."""
+    mkey = ("dataset", name, str(root), split)
+    if memo is not None and mkey in memo:
+        return memo[mkey]
+    parts = read_dataset(name, root, split)
+    data_fp = fingerprint([f for p in parts for f in p.files], [x for p in parts for x in p.image_paths])
+    if memo is not None:
+        memo[mkey] = (parts, data_fp)
+    return parts, data_fp
+
+
 def evaluate(spec: EvalSpec, enc: Any = None, calib: Any = None, memo: dict | None = None) -> EvalResult:
     """Run one configuration on one benchmark; write ``results/<dataset>-<model>-<config>.json``.
 
     ``enc``: an already loaded encoder to reuse (its ``calibration`` is set for this row, and an rtd row
     swaps its text tower in place); else loaded from ``spec.model``. ``calib``: a CalibConfig for a calib
-    row instead of ``spec.calib_config``. ``memo``: a dict kept across calls (a sweep) that holds gallery
-    and query features in memory, keyed by what changes them.
+    row instead of ``spec.calib_config``. ``memo``: a dict kept across calls (a sweep) that holds the read
+    benchmark, gallery and query features in memory, keyed by what changes them.
     """
     t_start = time.perf_counter()
     if spec.mode not in MODES:
@@ -487,8 +503,7 @@ def evaluate(spec: EvalSpec, enc: Any = None, calib: Any = None, memo: dict | No
     if spec.mode == "rtd" and task != "cir":
         raise UserError("--rtd applies to composed retrieval (cirr, fashioniq, circo).")
     proto = _prompt(spec) if task == "cir" else None  # a bad --prompt fails before any reading
-    parts = read_dataset(name, spec.root, split)
-    data_fp = fingerprint([f for p in parts for f in p.files], [x for p in parts for x in p.image_paths])
+    parts, data_fp = _read_parts(name, spec.root, split, memo)
     if spec.mode != "calib":
         calib = None
     elif calib is None:

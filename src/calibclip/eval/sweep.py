@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from calibclip.errors import UserError
-from calibclip.eval.runner import EvalResult, EvalSpec, _load_encoder, evaluate, load_calib_config
+from calibclip.eval.runner import EvalResult, EvalSpec, _load_encoder, evaluate, load_calib_config, write_json
 
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 
@@ -146,7 +146,7 @@ def write_sweep(sweep: SweepResult, stem: Path) -> tuple[Path, Path]:
     stem = Path(stem)
     first = sweep.points[0].result
     js, md = stem.with_name(stem.name + ".json"), stem.with_name(stem.name + ".md")
-    atomic_write_text(js, json.dumps(sweep.to_dict(), indent=1) + "\n")
+    write_json(js, sweep.to_dict())
     title = f"Sweep: {first.dataset} ({first.split}) · {first.model}\n\n"
     atomic_write_text(md, title + markdown_table(sweep))
     return js, md
@@ -155,13 +155,10 @@ def write_sweep(sweep: SweepResult, stem: Path) -> tuple[Path, Path]:
 def write_best_config(point: SweepPoint, path: Path) -> Path:
     """The full CalibConfig of ``point`` as a TOML file that ``--calib-config`` reads back."""
     from calibclip.atomic import atomic_write_text
+    from calibclip.tomlfile import flat_toml
 
-    cfg = point.result.settings["calibration"]
-    lines = [f"# best of a sweep on {point.result.dataset} ({point.result.split}); swept: "
-             f"{json.dumps(point.params)}"]
-    for k, v in cfg.items():
-        lines.append(f"{k} = " + (str(v).lower() if isinstance(v, bool) else json.dumps(v)))
-    atomic_write_text(Path(path), "\n".join(lines) + "\n")
+    head = f"# best of a sweep on {point.result.dataset} ({point.result.split}); swept: {json.dumps(point.params)}\n"
+    atomic_write_text(Path(path), head + flat_toml(point.result.settings["calibration"]))
     return Path(path)
 
 

@@ -15,12 +15,11 @@ from typing import Any
 
 from calibclip.data import DATASETS, canonical
 from calibclip.errors import UserError
+from calibclip.eval.choices import MODES, PRECISIONS
 from calibclip.tomlfile import read_toml
 
 PRESET_FILES = ("calibclip.toml", "rtd.toml", "synth.toml")
 DEFAULT_TOLERANCE = 0.5  # points: |measured - published| above this is marked
-MODES = ("base", "calib", "rtd")
-PRECISIONS = ("auto", "fp32", "fp16", "bf16", "fp16-weights")
 
 
 @dataclass(frozen=True)

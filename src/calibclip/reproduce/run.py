@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,18 +99,33 @@ def _model(row: Row, weights: Path | None) -> str | None:
     return row.model if "/" in row.model and _in_hf_cache(row.model) else None
 
 
-def check_inputs(row: Row, data_root: Path, weights: Path | None) -> Inputs:
-    """Resolve the row's data folder, model and checkpoints; list exactly what is missing."""
+def _data_problem(row: Row, root: Path, seen: dict | None) -> str | None:
+    """Why the row's benchmark cannot be read under ``root`` (None: it can); remembered in ``seen``
+    per (dataset, root, split), since many rows share a dataset."""
     from calibclip.data import read_dataset
 
+    key = (row.dataset, str(root), row.split)
+    if seen is not None and key in seen:
+        return seen[key]
+    try:
+        read_dataset(row.dataset, root, row.split)
+        problem = None
+    except UserError as exc:
+        problem = str(exc)
+    if seen is not None:
+        seen[key] = problem
+    return problem
+
+
+def check_inputs(row: Row, data_root: Path, weights: Path | None, seen: dict | None = None) -> Inputs:
+    """Resolve the row's data folder, model and checkpoints; list exactly what is missing.
+
+    ``seen``: a dict kept across the rows of one command, so each benchmark is read once."""
     inp = Inputs(root=Path(data_root) / row.data_dir)
     if not inp.root.exists():
         inp.missing.append(f"data: {inp.root} ({LAYOUT.get(row.dataset, row.dataset)})")
-    else:
-        try:
-            read_dataset(row.dataset, inp.root, row.split)
-        except UserError as exc:
-            inp.missing.append(f"data: {exc}")
+    elif (problem := _data_problem(row, inp.root, seen)) is not None:
+        inp.missing.append(f"data: {problem}")
     inp.model = _model(row, weights)
     if inp.model is None:
         name = row.model.rstrip("/").split("/")[-1]
@@ -133,11 +147,11 @@ def _calib_toml(row: Row, out_dir: Path) -> Path | None:
         return None
     from calibclip.atomic import atomic_write_text
     from calibclip.calib import CalibConfig
+    from calibclip.tomlfile import flat_toml
 
     cfg = CalibConfig.from_dict(row.calib, source=f"{row.file}: row {row.id} calib")
     path = out_dir / "configs" / f"{row.id}.toml"
-    atomic_write_text(path, "".join(f"{k} = {json.dumps(v) if not isinstance(v, bool) else str(v).lower()}\n"
-                                    for k, v in cfg.to_dict().items()))
+    atomic_write_text(path, flat_toml(cfg.to_dict()))
     return path
 
 
@@ -171,9 +185,9 @@ def run_row(row: Row, inp: Inputs, out_dir: Path, cache_dir: Path | None, device
 def reproduce(rows: list[Row], data_root: Path, weights: Path | None, out_dir: Path, cache_dir: Path | None = None,
               device: str = "auto", progress: bool = False, say: Any = None) -> list[RowOutcome]:
     """Check every row's inputs, run those that have them (in order), return one outcome per row."""
-    outcomes = []
+    outcomes, seen = [], {}
     for row in rows:
-        inp = check_inputs(row, data_root, weights)
+        inp = check_inputs(row, data_root, weights, seen)
         if inp.missing:
             outcomes.append(RowOutcome(row=row, ran=False, missing=inp.missing))
             continue
@@ -215,10 +229,10 @@ def markdown_report(outcomes: list[RowOutcome]) -> str:
 def write_report(outcomes: list[RowOutcome], out_dir: Path) -> tuple[Path, Path]:
     """``out_dir/reproduce.json`` and ``out_dir/reproduce.md``; returns both paths."""
     from calibclip.atomic import atomic_write_text
+    from calibclip.eval.runner import write_json  # imported here: `reproduce list` stays free of torch
 
     out_dir = Path(out_dir)
     js, md = out_dir / "reproduce.json", out_dir / "reproduce.md"
-    atomic_write_text(js, json.dumps({"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                                      "rows": [o.to_dict() for o in outcomes]}, indent=1) + "\n")
+    write_json(js, {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "rows": [o.to_dict() for o in outcomes]})
     atomic_write_text(md, markdown_report(outcomes))
     return js, md

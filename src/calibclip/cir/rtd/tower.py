@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from calibclip.atomic import atomic_torch_save
+from calibclip.cir.trainstate import leading_values, same_values
 from calibclip.errors import UserError
 
 FORMAT = "calibclip-rtd-text-tower"
@@ -24,7 +25,6 @@ _PROJ = "text_projection."
 OFFICIAL_KEY = "CLIPTextModelWithProjection"  # official RTD save_text_encoder: {"epoch", class name: state dict}
 _HF_TEXT = "text_model."
 _STALE_BUFFERS = ("text_model.embeddings.position_ids",)  # saved by transformers < 4.31, not a parameter
-_FINGERPRINT_VALUES = 256  # leading values of visual_projection.weight identifying the base model
 
 
 def make_trainable_tower(enc: Any) -> torch.nn.Module:
@@ -48,8 +48,7 @@ def text_signature(enc: Any) -> dict[str, int]:
 def image_fingerprint(enc: Any) -> list[float]:
     """Leading values of the image projection: identifies the base model (the image tower RTD keeps)
     independently of its path or dtype."""
-    w = enc.model.visual_projection.weight.detach().float().flatten()[:_FINGERPRINT_VALUES]
-    return w.cpu().tolist()
+    return leading_values(enc.model.visual_projection.weight)
 
 
 def rtd_checkpoint(enc: Any, tower: torch.nn.Module, config: dict[str, Any] | None = None,
@@ -154,9 +153,7 @@ def load_rtd(enc: Any, ckpt_path: str | Path) -> dict[str, Any]:
         raise UserError(f"--rtd {ckpt_path}: trained for a different text tower than model '{enc.name}' "
                         f"(checkpoint vs model: {diff}); use the base model it was trained from "
                         f"('{ckpt.get('base_model')}').")
-    fp = torch.tensor(ckpt.get("image_fingerprint") or [], dtype=torch.float32)
-    mine = torch.tensor(image_fingerprint(enc), dtype=torch.float32)
-    if not official and (fp.shape != mine.shape or not torch.allclose(fp, mine, rtol=1e-2, atol=1e-3)):
+    if not official and not same_values(ckpt.get("image_fingerprint") or [], image_fingerprint(enc)):
         raise UserError(f"--rtd {ckpt_path}: trained from base model '{ckpt.get('base_model')}', whose image tower "
                         f"differs from model '{enc.name}'; use that base model (its gallery features match).")
     state = ckpt["state_dict"]

@@ -28,8 +28,8 @@ import torch
 from tqdm.auto import tqdm
 
 from calibclip.cir.precision import autocast_for
-from calibclip.cir.trainstate import (check_identity, committed, model_identity, read_state, restore, rng_state,
-                                      set_rng_state)
+from calibclip.cir.trainstate import (check_identity, committed, final_validation_due, model_identity, read_state,
+                                      record_validation, restore, rng_state, set_rng_state, validation_due)
 from calibclip.cir.rtd.config import RTDConfig
 from calibclip.cir.rtd.loss import rtd_loss
 from calibclip.cir.rtd.step import AnchorFn, encode_with, noise_for, queries_and_keys
@@ -273,12 +273,8 @@ def train_rtd(enc: Any, phi: torch.nn.Module | None, triplets: Sequence[Triplet]
     def run_validation(step: int) -> None:
         with using_tower(enc, tower), torch.no_grad():
             metrics = {k: float(v) for k, v in validate(enc).items()}
-        if val_metric not in metrics:
-            raise UserError(f"--val-metric {val_metric}: the validation reports {', '.join(metrics)}; pick one.")
-        result.val.append({"step": step, **metrics})
-        if result.best is None or metrics[val_metric] > result.best["value"]:
-            result.best = {"metric": val_metric, "value": metrics[val_metric], "step": step}
-            result.best_path = save_rtd(enc, tower, paths["best"], cfg.to_dict(), step)
+        record_validation(result, step, metrics, val_metric,
+                          lambda: save_rtd(enc, tower, paths["best"], cfg.to_dict(), step))
 
     order = BatchOrder(len(triplets), cfg.seed)
     anchor = build_anchor_cache(enc, triplets, cfg, autocast, progress) if start < cfg.steps else None
@@ -301,7 +297,7 @@ def train_rtd(enc: Any, phi: torch.nn.Module | None, triplets: Sequence[Triplet]
             bar.update(1)
             bar.set_postfix(loss=f"{step_loss:.4f}", trip_s=f"{per_step / (time.perf_counter() - ts):.1f}")
             done = step + 1
-            if validate is not None and ((val_every > 0 and done % val_every == 0) or done in val_also):
+            if validate is not None and validation_due(done, val_every, val_also):
                 run_validation(done)
             if save_every > 0 and done % save_every == 0 and done < cfg.steps:
                 save_state(done)
@@ -319,7 +315,7 @@ def train_rtd(enc: Any, phi: torch.nn.Module | None, triplets: Sequence[Triplet]
     steps_run = cfg.steps - start
     result.seconds = time.perf_counter() - t0
     result.triplets_per_second = steps_run * per_step / result.seconds if steps_run and result.seconds > 0 else 0.0
-    if validate is not None and (not result.val or result.val[-1]["step"] != cfg.steps):
+    if validate is not None and final_validation_due(result.val, cfg.steps):
         run_validation(cfg.steps)
     save_rtd(enc, tower, paths["out"], cfg.to_dict(), cfg.steps)
     save_state(cfg.steps)
