@@ -82,7 +82,7 @@ def test_page_search_upload_and_composed(gallery, browser, tiny_encoder, monkeyp
     # (multipart image + text → results) is what is driven here, the index answers by image.
     seen = {}
 
-    def composed_by_image(self, image, text, phi, k=10, prompt=""):
+    def composed_by_image(self, image, text, phi, k=10, prompt="", exclude=()):
         seen["text"] = text
         return self.search_image(image, k=k)
 
