@@ -67,7 +67,7 @@ def reproduce_cmd(
 def _table(outcomes: list) -> "Table":  # noqa: F821
     from rich.table import Table
 
-    from calibclip.reproduce.run import _fmt
+    from calibclip.reproduce.run import cell
 
     table = Table(title="measured vs published", title_justify="left")
     for col, just in (("row", "left"), ("metric", "left"), ("measured", "right"), ("published", "right"),
@@ -75,7 +75,7 @@ def _table(outcomes: list) -> "Table":  # noqa: F821
         table.add_column(col, justify=just)
     for o in outcomes:
         for i, c in enumerate(o.comparison()):
-            meas, pub = _fmt(c["measured"]), _fmt(c["published"])
+            meas, pub = cell(c["measured"]), cell(c["published"])
             if c["delta"] is None:
                 delta, mark = "–", ""
             else:

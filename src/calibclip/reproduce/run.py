@@ -197,7 +197,8 @@ def reproduce(rows: list[Row], data_root: Path, weights: Path | None, out_dir: P
     return outcomes
 
 
-def _fmt(v: float | None) -> str:
+def cell(v: float | None) -> str:
+    """A metric as the report and ``calibclip reproduce`` print it: 2 decimals, or – when absent."""
     return "–" if v is None else f"{v:.2f}"
 
 
@@ -215,7 +216,7 @@ def markdown_report(outcomes: list[RowOutcome]) -> str:
         for c in o.comparison():
             mark = "✗ > tol" if c["exceeds"] else ("✓" if c["delta"] is not None else "")
             d = "–" if c["delta"] is None else f"{c['delta']:+.2f}"
-            lines.append(f"| {c['metric']} | {_fmt(c['measured'])} | {_fmt(c['published'])} | {d} | {mark} |")
+            lines.append(f"| {c['metric']} | {cell(c['measured'])} | {cell(c['published'])} | {d} | {mark} |")
         lines += [f"- note: {n}" for n in o.notes] + [""]
     skipped = [o for o in outcomes if not o.ran]
     if skipped:
